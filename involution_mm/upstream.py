@@ -1,0 +1,54 @@
+"""Find the upstream framework a config belongs to, and that framework's own train/test scripts.
+
+``python -m involution_mm.upstream test CONFIG`` prints the path of the installed framework's
+``tools/test.py`` (mmpretrain, mmdet and mmsegmentation ship their tools inside the package, under
+``.mim/tools``), so ``tools/dist_train.sh`` and ``tools/dist_test.sh`` need no upstream checkout.
+"""
+import argparse
+import importlib.util
+import os.path as osp
+import sys
+
+# default_scope of a config -> the Python package of that framework
+FRAMEWORK_PACKAGES = {'mmpretrain': 'mmpretrain', 'mmdet': 'mmdet', 'mmseg': 'mmseg'}
+
+
+def config_framework(config: str) -> str:
+    """The framework package a config runs in, read from its ``default_scope``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    scope = cfg.get('default_scope')
+    if scope not in FRAMEWORK_PACKAGES:
+        raise ValueError(f'{config} has default_scope={scope!r}; expected one of '
+                         f'{sorted(FRAMEWORK_PACKAGES)} (inherit an upstream default_runtime.py)')
+    return FRAMEWORK_PACKAGES[scope]
+
+
+def upstream_tool(config: str, tool: str) -> str:
+    """Path of ``tools/<tool>.py`` of the framework that ``config`` belongs to."""
+    package = config_framework(config)
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f'{config} needs {package}, which is not installed; see README.md')
+    root = spec.submodule_search_locations[0]
+    for candidate in (osp.join(root, '.mim', 'tools', f'{tool}.py'), osp.join(root, 'tools', f'{tool}.py')):
+        if osp.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'{package} at {root} ships no tools/{tool}.py; reinstall it from PyPI')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('tool', choices=['train', 'test'])
+    parser.add_argument('config')
+    args = parser.parse_args(argv)
+    try:
+        print(upstream_tool(args.config, args.tool))
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
