@@ -2,9 +2,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from involution_mm.ops import available_backends, involution, select_backend
+from involution_mm.profiling import peak_memory_bytes
 
 
 def unfold_reference(x, weight, stride, padding, dilation):
@@ -132,17 +132,6 @@ def test_autocast_casts_both_inputs():
     torch.testing.assert_close(out.float(), expected, rtol=1.6e-2, atol=1.6e-2 * expected.abs().max().item())
 
 
-def peak_allocated_bytes(fn) -> int:
-    """Peak of the bytes allocated on the CPU while ``fn`` runs, from the profiler's memory records."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    current = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
-
-
 def test_never_materialises_the_unfolded_tensor():
     x, weight = make_inputs(2, 64, (24, 24), 4, 7, 1, 3, 1, dtype=torch.float32)
     x.requires_grad_(True)
@@ -153,12 +142,12 @@ def test_never_materialises_the_unfolded_tensor():
         out.backward(torch.ones_like(out))
 
     unfolded_bytes = x.numel() * 49 * 4
-    ours = peak_allocated_bytes(lambda: forward_backward(lambda: involution(x, weight, 1, 3)))
+    ours = peak_memory_bytes(lambda: forward_backward(lambda: involution(x, weight, 1, 3)), x.device)
     # output, one reused product buffer, the ones() gradient and the two gradients: about 3 x + w
     assert ours <= 4 * x.numel() * 4 + weight.numel() * 4 < unfolded_bytes
     x.grad = weight.grad = None
-    naive = peak_allocated_bytes(
-        lambda: forward_backward(lambda: unfold_reference(x, weight, (1, 1), (3, 3), (1, 1))))
+    naive = peak_memory_bytes(
+        lambda: forward_backward(lambda: unfold_reference(x, weight, (1, 1), (3, 3), (1, 1))), x.device)
     assert naive >= unfolded_bytes  # the measurement does see a K*K-times larger tensor when there is one
 
 

@@ -8,7 +8,7 @@ to the in-bounds region). Half-precision inputs accumulate in float32.
 import torch
 from torch.autograd.function import once_differentiable
 
-from .geometry import Geometry
+from .geometry import Geometry, check_inputs
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -61,10 +61,16 @@ def involution_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.T
 
 
 class InvolutionFunction(torch.autograd.Function):
-    """Autograd wrapper: the backward pass computes both gradients directly, tap by tap."""
+    """Autograd wrapper: the backward pass computes both gradients directly, tap by tap.
+
+    Takes (h, w) int pairs rather than a Geometry, so that ``torch.jit.trace`` (and the FLOP counters built
+    on it) can record the call.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple,
+                dilation: tuple) -> torch.Tensor:
+        geo = check_inputs(x, weight, stride, padding, dilation)
         ctx.geo = geo
         ctx.save_for_backward(x, weight)
         return involution_forward(x, weight, geo)
@@ -74,9 +80,9 @@ class InvolutionFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad_x, grad_w = involution_backward(grad_out, x, weight, ctx.geo, *ctx.needs_input_grad[:2])
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None, None
 
 
 def involution_pytorch(x: torch.Tensor, weight: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """Run the PyTorch backend on checked inputs."""
-    return InvolutionFunction.apply(x, weight, geo)
+    return InvolutionFunction.apply(x, weight, geo.stride, geo.padding, geo.dilation)

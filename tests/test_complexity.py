@@ -1,0 +1,43 @@
+"""tools/get_flops.py: RedNet FLOPs and parameters against the published table."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from involution_mm.backbones import RedNet
+from involution_mm.complexity import model_complexity
+from involution_mm.layers import Involution
+
+sys.path.insert(0, osp.join(REPO, 'tools'))
+from get_flops import complexity_of_config  # noqa: E402
+
+PUBLISHED = {26: (1.73, 9.23), 38: (2.22, 12.39), 50: (2.71, 15.54), 101: (4.74, 25.65), 152: (6.79, 33.99)}
+
+
+@pytest.mark.parametrize('depth', sorted(PUBLISHED))
+def test_rednet_flops_and_params_match_the_paper(depth):
+    config = osp.join(REPO, f'configs/rednet/rednet{depth}_64xb32-warmup-coslr-130e_in1k.py')
+    result = complexity_of_config(config)
+    gflops, mparams = PUBLISHED[depth]
+    assert abs(result['flops'] / 1e9 / gflops - 1) < 0.03
+    assert abs(result['params'] / 1e6 - mparams) < 0.01
+
+
+def test_the_involution_handle_counts_every_aggregation():
+    model = RedNet(26).eval()
+    expected = 0
+
+    def count(module, inputs, output):
+        nonlocal expected
+        expected += output.numel() * module.kernel_size**2
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, Involution)]
+    x = torch.rand(1, 3, 96, 64)
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    result = model_complexity(model, (x, ))
+    assert result['by_operator']['PythonOp.InvolutionFunction'] == expected > 0
+    assert 'prim::PythonOp.InvolutionFunction' not in result['uncounted']

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Benchmark the involution op against the naive unfold formulation at the RedNet-50 stage shapes.
+
+    python tools/benchmark.py                       # CPU, batch 8, float32
+    python tools/benchmark.py --device cuda --batch 64 --dtype float16
+
+For each stage's involution (224x224 input, K=7, 16 channels per group) it times forward+backward and
+measures the peak memory allocated beyond the inputs, for ``unfold`` (unfold every 7x7 neighbourhood,
+multiply, sum: what the original implementation fell back to) and for each of our backends, and prints
+the ratios ours/unfold (lower is better). Ratios come from one run, side by side.
+"""
+import argparse
+import platform
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from involution_mm.ops import available_backends, involution, select_backend
+from involution_mm.profiling import median_time, peak_memory_bytes
+
+# (stage, channels, size) of the stride-1 involutions of RedNet-50 at 224x224 input
+STAGES = [(1, 64, 56), (2, 128, 28), (3, 256, 14), (4, 512, 7)]
+KERNEL, GROUP_CHANNELS = 7, 16
+
+
+def unfold_involution(x, weight, padding):
+    """The naive formulation: a (B, C*K*K, H*W) unfolded copy of x, weighted and summed."""
+    batch, channels, height, width = x.shape
+    groups, kernel = weight.shape[1], weight.shape[2]
+    cols = F.unfold(x, kernel, padding=padding).view(batch, groups, channels // groups, kernel * kernel,
+                                                      height, width)
+    return (cols * weight.flatten(2, 3).unsqueeze(2)).sum(3).view(batch, channels, height, width)
+
+
+def forward_backward(op, x, weight, grad):
+    """One forward+backward pass; the gradients are allocated inside it (and dropped at its end)."""
+    def run():
+        op(x, weight).backward(grad)
+        x.grad = weight.grad = None
+    return run
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
+                  if line.startswith('model name')), platform.processor() or 'unknown CPU')
+    return f'{model}, {torch.get_num_threads()} threads'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16', 'float64'])
+    parser.add_argument('--stages', type=int, nargs='+', default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        print('error: --device cuda, but torch sees no CUDA device', file=sys.stderr)
+        return 2
+
+    print(f'# involution forward+backward, RedNet-50 stage shapes, batch {args.batch}, {args.dtype}, '
+          f'K={KERNEL}')
+    print(f'# {machine_description(device)}; torch {torch.__version__}')
+    backends = [name for name in available_backends() if _usable(name, device)]
+    header = ['stage', 'shape (B, C, H, W), G', 'unfold ms', 'unfold MiB']
+    for name in backends:
+        header += [f'{name} ms', f'{name} MiB', 'time ratio', 'memory ratio']
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    for stage, channels, size in STAGES:
+        if stage not in args.stages:
+            continue
+        groups = channels // GROUP_CHANNELS
+        x = torch.randn(args.batch, channels, size, size, device=device, dtype=dtype, requires_grad=True)
+        weight = torch.randn(args.batch, groups, KERNEL, KERNEL, size, size, device=device, dtype=dtype,
+                             requires_grad=True)
+        grad = torch.randn_like(x)
+        ops = {'unfold': lambda a, b: unfold_involution(a, b, KERNEL // 2)}
+        for name in backends:
+            ops[name] = lambda a, b, name=name: involution(a, b, 1, KERNEL // 2, backend=name)
+        results = {}
+        for name, op in ops.items():
+            run = forward_backward(op, x, weight, grad)
+            results[name] = (median_time(run, device, args.repeats) * 1e3, peak_memory_bytes(run, device) / 2**20)
+        row = [str(stage), f'({args.batch}, {channels}, {size}, {size}), {groups}',
+               f'{results["unfold"][0]:.1f}', f'{results["unfold"][1]:.1f}']
+        for name in backends:
+            ms, mib = results[name]
+            row += [f'{ms:.1f}', f'{mib:.1f}', f'{ms / results["unfold"][0]:.3f}',
+                    f'{mib / results["unfold"][1]:.3f}']
+        print('| ' + ' | '.join(row) + ' |', flush=True)
+    return 0
+
+
+def _usable(backend: str, device: torch.device) -> bool:
+    try:
+        select_backend(torch.empty(1, 1, 1, 1, device=device), backend)
+    except RuntimeError:
+        return False
+    return True
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Parameters and FLOPs of a config's model, counting the involution aggregation.
+
+    python tools/get_flops.py configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py
+    python tools/get_flops.py CONFIG --shape 800 1333
+
+Works for mmpretrain, mmdet and mmsegmentation configs (the framework comes from the config's
+``default_scope``). The model runs once in ``mode='tensor'`` on a synthetic image of ``--shape`` (default:
+224x224 for classifiers, 800x1333 for detectors, 512x1024 for segmentors); for detectors that is the
+backbone, neck and heads without post-processing. FLOPs are multiply-accumulates of convs, linear layers,
+norms, upsampling and the involution aggregation (see docs/model_zoo.md for the convention).
+"""
+import argparse
+import importlib
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 1024)}
+
+
+class TensorForward(torch.nn.Module):
+    """``model(inputs, data_samples, mode='tensor')`` as a one-argument module, for tracing."""
+
+    def __init__(self, model: torch.nn.Module, data_samples) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def data_samples_for(scope: str, shape):
+    """Data samples carrying the image metainfo that detectors and segmentors read."""
+    if scope == 'mmpretrain':
+        return None
+    module = importlib.import_module('mmdet.structures' if scope == 'mmdet' else 'mmseg.structures')
+    sample = module.DetDataSample() if scope == 'mmdet' else module.SegDataSample()
+    sample.set_metainfo(dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+                             scale_factor=(1.0, 1.0)))
+    return [sample]
+
+
+def complexity_of_config(config: str, shape=None, cfg_options=None) -> dict:
+    """Build the config's model and measure it; returns the dict of ``model_complexity`` plus ``shape``."""
+    from involution_mm.complexity import model_complexity
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in DEFAULT_SHAPES:
+        raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(DEFAULT_SHAPES)}')
+    init_default_scope(scope)
+    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model = revert_sync_batchnorm(model).eval()  # SyncBN cannot run outside a process group
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    result = model_complexity(TensorForward(model, data_samples_for(scope, shape)),
+                              (torch.rand(1, 3, *shape), ))
+    result['shape'] = shape
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--shape', type=int, nargs='+', help='input height and width (one value: square)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    args = parser.parse_args(argv)
+    shape = None if args.shape is None else (args.shape * 2)[:2]
+    result = complexity_of_config(args.config, shape, args.cfg_options)
+    print(f'Input shape: (3, {result["shape"][0]}, {result["shape"][1]})')
+    print(f'Params: {result["params"] / 1e6:.2f} M')
+    print(f'FLOPs: {result["flops"] / 1e9:.2f} G (multiply-accumulates)')
+    for op, flops in sorted(result['by_operator'].items(), key=lambda kv: -kv[1]):
+        print(f'  {op}: {flops / 1e9:.3f} G')
+    if result['uncounted']:
+        print('Not counted (no FLOP handle; elementwise or index ops): ' +
+              ', '.join(f'{op} x{n}' for op, n in sorted(result['uncounted'].items())))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
