@@ -3,7 +3,16 @@ from mmdet.registry import MODELS
 
 from ..backbones import RedNet
 from ..necks import InvolutionFPN
+from .bbox_head import InvolutionConvFCBBoxHead, InvolutionShared4Conv1FCBBoxHead
+from .mask_head import InvolutionFCNMaskHead
+from .rpn_head import InvolutionRPNHead
 
 MODELS.register_module(module=RedNet)
 MODELS.register_module(module=InvolutionFPN)
 MODELS.register_module(name='FPN_involution', module=InvolutionFPN)  # the official repo's name
+MODELS.register_module(module=InvolutionRPNHead)
+MODELS.register_module(name='RPNHead_involution', module=InvolutionRPNHead)
+MODELS.register_module(module=InvolutionFCNMaskHead)
+MODELS.register_module(name='FCNMaskHead_involution', module=InvolutionFCNMaskHead)
+MODELS.register_module(module=InvolutionConvFCBBoxHead)  # not in the paper
+MODELS.register_module(module=InvolutionShared4Conv1FCBBoxHead)  # not in the paper

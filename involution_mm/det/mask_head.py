@@ -1,0 +1,72 @@
+"""FCN mask head whose 3x3 convs are 7x7 involutions followed by ReLU (Li et al., CVPR 2021)."""
+from typing import Optional
+
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmengine.model import ModuleList
+
+from .blocks import check_same_channels, involution_block
+
+
+class InvolutionFCNMaskHead(FCNMaskHead):
+    """mmdet's FCNMaskHead with each conv an involution + ReLU (official name ``FCNMaskHead_involution``).
+
+    ``convs[i]`` is ``Sequential(Involution(in_channels, 7), ReLU)``, so the state-dict keys match the
+    released models (``convs.N.0.conv1.*``, ``convs.N.0.conv2.*``, ``upsample``, ``conv_logits``).
+    Upsampling, logits, targets, loss and mask pasting are mmdet's. An involution keeps the channel count,
+    so ``conv_out_channels`` must equal ``in_channels``; ``conv_kernel_size`` is unused (the involution
+    kernel size comes from ``involution_cfg``).
+
+    Args:
+        num_convs (int): Number of involution blocks. Defaults to 4.
+        roi_feat_size (int): Reserved, as in FCNMaskHead. Defaults to 14.
+        in_channels (int): Channels of the RoI features. Defaults to 256.
+        conv_kernel_size (int): Unused; kept so FCNMaskHead configs port unchanged. Defaults to 3.
+        conv_out_channels (int): Must equal ``in_channels``. Defaults to 256.
+        num_classes (int): Number of classes. Defaults to 80.
+        class_agnostic (bool): Predict one mask for all classes. Defaults to False.
+        upsample_cfg (dict): Upsampling layer config. Defaults to ``dict(type='deconv', scale_factor=2)``.
+        conv_cfg (dict, optional): Conv config of the kernel-generation convs. Defaults to None.
+        norm_cfg (dict, optional): Norm after each involution; None (the paper) for none. Defaults to None.
+        predictor_cfg (dict): Config of ``conv_logits``. Defaults to ``dict(type='Conv')``.
+        loss_mask (dict): Mask loss config.
+        involution_cfg (dict): Arguments of each ``Involution`` besides the channels.
+            Defaults to ``dict(kernel_size=7)``.
+        init_cfg (dict, optional): Must be None, as in FCNMaskHead. Defaults to None.
+    """
+
+    def __init__(self,
+                 num_convs: int = 4,
+                 roi_feat_size: int = 14,
+                 in_channels: int = 256,
+                 conv_kernel_size: int = 3,
+                 conv_out_channels: int = 256,
+                 num_classes: int = 80,
+                 class_agnostic: bool = False,
+                 upsample_cfg: dict = dict(type='deconv', scale_factor=2),
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 predictor_cfg: dict = dict(type='Conv'),
+                 loss_mask: dict = dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0),
+                 involution_cfg: dict = dict(kernel_size=7),
+                 init_cfg: Optional[dict] = None) -> None:
+        check_same_channels(type(self).__name__, in_channels, conv_out_channels, 'conv_out_channels')
+        # The parent builds everything but the convs; with equal channels its upsample and conv_logits
+        # are the same with or without convs.
+        super().__init__(
+            num_convs=0,
+            roi_feat_size=roi_feat_size,
+            in_channels=in_channels,
+            conv_kernel_size=conv_kernel_size,
+            conv_out_channels=conv_out_channels,
+            num_classes=num_classes,
+            class_agnostic=class_agnostic,
+            upsample_cfg=upsample_cfg,
+            conv_cfg=conv_cfg,
+            norm_cfg=norm_cfg,
+            predictor_cfg=predictor_cfg,
+            loss_mask=loss_mask,
+            init_cfg=init_cfg)
+        self.num_convs = num_convs
+        self.involution_cfg = dict(involution_cfg)
+        self.convs = ModuleList(
+            involution_block(in_channels, self.involution_cfg, conv_cfg, norm_cfg) for _ in range(num_convs))
