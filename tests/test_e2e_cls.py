@@ -17,4 +17,4 @@ def test_demo_trains_then_tests_the_saved_checkpoint(tmp_path):
     test_line = re.search(r'Epoch\(test\).*accuracy/top1: ([\d.]+)\s+accuracy/top5: ([\d.]+)', out)
     assert test_line, out[-3000:]
     top1, top5 = map(float, test_line.groups())
-    assert 0 <= top1 <= top5 == 100.0  # 4 classes: the true one is always among the top 5
+    assert 0 <= top1 <= top5 <= 100  # 8 images of 4 classes, scored by a 1000-way head

@@ -1,0 +1,337 @@
+"""Conversion of released checkpoints into checkpoints of our models.
+
+A conversion pairs a released layout with one of our models: the model, once built, gives the exact
+state-dict keys and shapes to produce, and a function names, for each of those keys, the tensor of
+the released file that fills it. A file is converted only when it matches exactly (deliberately dropped
+keys aside); otherwise it is refused with the lists of missing, unexpected and mis-shaped keys. So every
+converted file loads with strict matching. New layouts (RedNet, detectors, segmentors) are new entries of
+:data:`CONVERSIONS`.
+
+``tools/convert_checkpoint.py`` (or ``python -m involution_mm.convert``) is the command line.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import sys
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointError, load_checkpoint_file
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not match the layout it is converted from."""
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One released layout turned into one of our models.
+
+    Attributes:
+        source (str): The released layout, in words.
+        target (str): What the converted file is for, in words.
+        build (Callable[[], nn.Module]): Builds our model; its state dict is the contract.
+        source_key (Callable[[str], str]): Maps each key of our state dict to the released file's key.
+        dropped (tuple[str]): Regular expressions of released keys deliberately left out (for example the
+            classifier, when only the backbone is wanted).
+    """
+    source: str
+    target: str
+    build: Callable[[], nn.Module]
+    source_key: Callable[[str], str]
+    dropped: Tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The official SimAM ImageNet models (github.com/ZjjConan/SimAM, networks/imagenet): torchvision's names,
+# with SimAM wrapped into conv2 of every ResNet block (`layer1.0.conv2.0.weight`) and into the depthwise
+# conv-BN-ReLU6 of every MobileNetV2 inverted residual (conv, SimAM, BN, ReLU6: the BN is at index 2).
+
+_SIMAM_RESNET_SOURCE = ('official SimAM ResNet/ResNeXt (torchvision names, conv2 = Sequential(conv, SimAM), '
+                        'fc classifier)')
+_SIMAM_MOBILENET_V2_SOURCE = ('official SimAM MobileNetV2 (torchvision names, depthwise block = Sequential('
+                              'conv, SimAM, BN, ReLU6), classifier = Sequential(Linear))')
+_MMPRETRAIN_TARGET = 'mmpretrain ImageClassifier checkpoint (tools/test.py, load_from)'
+_MMDET_TARGET = "mmdet backbone checkpoint (backbone init_cfg=dict(type='Pretrained', checkpoint=...))"
+
+
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def simam_resnet_source_key(key: str) -> str:
+    """Our key (mmpretrain classifier or mmdet backbone) -> the official SimAM ResNet/ResNeXt key."""
+    key = _strip(key, 'backbone.')
+    if key.startswith('head.fc.'):
+        return _strip(key, 'head.')
+    return re.sub(r'^(layer\d+\.\d+\.conv2)\.', r'\1.0.', key)
+
+
+def simam_mobilenet_v2_source_key(key: str) -> str:
+    """Our SimAMMobileNetV2 classifier key -> the official SimAM MobileNetV2 key.
+
+    torchvision numbers the stem ``features.0``, the inverted residuals ``features.1`` to ``features.17`` in
+    order, and the last 1x1 conv ``features.18``; within a block, ``conv`` holds ConvBNReLU6 modules (the
+    1x1 expansion, absent when the expand ratio is 1, then the depthwise one), the 1x1 projection conv and
+    its BN as separate items.
+    """
+    from mmpretrain.models.backbones import MobileNetV2
+    stages = MobileNetV2.arch_settings  # [expand_ratio, channels, blocks, stride] per stage
+    if key.startswith('head.fc.'):
+        return 'classifier.0.' + _strip(key, 'head.fc.')
+    stem = re.match(r'^backbone\.conv([12])\.(conv|bn)\.(.+)$', key)
+    if stem:
+        index = 0 if stem.group(1) == '1' else 1 + sum(stage[2] for stage in stages)
+        return f'features.{index}.{0 if stem.group(2) == "conv" else 1}.{stem.group(3)}'
+    block = re.match(r'^backbone\.layer(\d+)\.(\d+)\.conv\.(\d+)\.(conv|bn)\.(.+)$', key)
+    if not block:
+        return key  # no counterpart: reported as missing under its own name
+    stage, number, item, kind, rest = int(block[1]), int(block[2]), int(block[3]), block[4], block[5]
+    feature = 1 + sum(s[2] for s in stages[:stage - 1]) + number
+    depthwise = 1 if stages[stage - 1][0] != 1 else 0
+    if item > depthwise:  # the projection: conv and BN are separate items of the block's Sequential
+        return f'features.{feature}.conv.{item if kind == "conv" else item + 1}.{rest}'
+    norm_index = 2 if item == depthwise else 1  # SimAM sits between the depthwise conv and its BN
+    return f'features.{feature}.conv.{item}.{0 if kind == "conv" else norm_index}.{rest}'
+
+
+def _mmpretrain_classifier(backbone: dict, channels: int) -> Callable[[], nn.Module]:
+
+    def build() -> nn.Module:
+        from mmpretrain.registry import MODELS
+        return MODELS.build(
+            dict(type='ImageClassifier', _scope_='mmpretrain', backbone=backbone,
+                 neck=dict(type='GlobalAveragePooling'),
+                 head=dict(type='LinearClsHead', num_classes=1000, in_channels=channels)))
+
+    return build
+
+
+def _mmdet_backbone(backbone: dict) -> Callable[[], nn.Module]:
+
+    def build() -> nn.Module:
+        from mmdet.registry import MODELS
+        return MODELS.build(dict(backbone, _scope_='mmdet'))
+
+    return build
+
+
+def _simam_conversions() -> Dict[Tuple[str, str], Conversion]:
+    table = {}
+    resnets = {f'simam-resnet{depth}': dict(type='ResNet', depth=depth) for depth in (18, 34, 50, 101)}
+    resnets['simam-resnext50'] = dict(type='ResNeXt', depth=50, groups=32, width_per_group=4)
+    for name, arch in resnets.items():
+        channels = 512 if arch['depth'] < 50 else 2048
+        table[name, 'mmpretrain'] = Conversion(
+            _SIMAM_RESNET_SOURCE, _MMPRETRAIN_TARGET,
+            _mmpretrain_classifier(dict(arch, type='SimAM' + arch['type']), channels), simam_resnet_source_key)
+        # SimAM adds no parameters: the backbone keys are those of mmdet's plain ResNet/ResNeXt, which is
+        # what the SimAM plugin route and our mmdet SimAMResNet both use.
+        det_arch = dict(arch)
+        if 'width_per_group' in det_arch:  # mmdet's ResNeXt calls it base_width
+            det_arch['base_width'] = det_arch.pop('width_per_group')
+        table[name, 'mmdet'] = Conversion(_SIMAM_RESNET_SOURCE, _MMDET_TARGET, _mmdet_backbone(det_arch),
+                                          simam_resnet_source_key, dropped=(r'^fc\.',))
+    table['simam-mobilenetv2', 'mmpretrain'] = Conversion(
+        _SIMAM_MOBILENET_V2_SOURCE, _MMPRETRAIN_TARGET,
+        _mmpretrain_classifier(dict(type='SimAMMobileNetV2'), 1280), simam_mobilenet_v2_source_key)
+    return table
+
+
+# (model, target framework) -> conversion
+CONVERSIONS: Dict[Tuple[str, str], Conversion] = _simam_conversions()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading, checking and writing.
+
+def read_state_dict(path: str) -> StateDict:
+    """The weights of a checkpoint file, loaded weights-only, without a ``module.`` prefix.
+
+    Accepts a bare state dict or a dict holding it under ``state_dict`` or ``model`` (other entries, such
+    as an optimizer state, are ignored). The ``module.`` prefix of (Distributed)DataParallel is removed
+    when every key has it.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: the file is truncated, corrupt, or refused by the weights-only loader.
+        ConversionError: the file holds no state dict.
+    """
+    content = load_checkpoint_file(path, map_location='cpu')
+    if isinstance(content, dict):
+        for key in ('state_dict', 'model'):
+            if isinstance(content.get(key), dict):
+                content = content[key]
+                break
+    if not isinstance(content, dict) or not content or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
+        raise ConversionError(f'{path} holds no state dict (a dict of tensors, at the top level or under '
+                              '"state_dict" or "model"); is it a model checkpoint?')
+    if all(key.startswith('module.') for key in content):
+        content = {key[len('module.'):]: value for key, value in content.items()}
+    return content
+
+
+def expected_layout(conversion: Conversion) -> Dict[str, torch.Size]:
+    """``{key: shape}`` of the state dict of the conversion's model (built on the CPU, since upstream
+    constructors call ``Tensor.item()``, which the meta device does not allow)."""
+    model = conversion.build()
+    return OrderedDict((key, value.shape) for key, value in model.state_dict().items())
+
+
+def convert_state_dict(state: StateDict, conversion: Conversion, name: str = 'the checkpoint') -> StateDict:
+    """Rename and check a released state dict; returns our model's state dict in its own key order.
+
+    A missing ``num_batches_tracked`` BN counter (files from torch < 0.4.1 have none) is filled with 0.
+
+    Raises:
+        ConversionError: keys are missing, unexpected or of the wrong shape; the message lists them.
+    """
+    layout = expected_layout(conversion)
+    sources = OrderedDict((key, conversion.source_key(key)) for key in layout)
+    wanted = set(sources.values())
+    missing, wrong_shape, converted = [], [], OrderedDict()
+    for key, source in sources.items():
+        if source not in state:
+            if key.endswith('num_batches_tracked'):
+                converted[key] = torch.tensor(0, dtype=torch.long)
+            else:
+                missing.append(source)
+        elif state[source].shape != layout[key]:
+            wrong_shape.append(f'{source} is {tuple(state[source].shape)}, expected {tuple(layout[key])}')
+        else:
+            converted[key] = state[source]
+    unexpected = [key for key in state
+                  if key not in wanted and not any(re.search(p, key) for p in conversion.dropped)]
+    if missing or unexpected or wrong_shape:
+        raise ConversionError(
+            f'{name} does not match the {conversion.source} layout:\n' +
+            _listing('missing', missing) + _listing('unexpected', unexpected) +
+            _listing('with the wrong shape', wrong_shape))
+    return converted
+
+
+def _listing(what: str, keys: List[str], shown: int = 8) -> str:
+    if not keys:
+        return ''
+    more = f', ... and {len(keys) - shown} more' if len(keys) > shown else ''
+    return f'  {len(keys)} {what}: {", ".join(keys[:shown])}{more}\n'
+
+
+def _matching_models(state: StateDict, target: str) -> List[str]:
+    """Models of ``target`` whose released layout ``state`` matches exactly (to suggest one)."""
+    found = []
+    for (model, to), conversion in CONVERSIONS.items():
+        if to == target:
+            try:
+                convert_state_dict(state, conversion)
+            except ConversionError:
+                continue
+            found.append(model)
+    return found
+
+
+def save_atomically(obj: Any, path: str, force: bool = False) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder, so no partial file is left.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``force`` is False.
+    """
+    path = osp.abspath(path)
+    if osp.exists(path) and not force:
+        raise FileExistsError(f'{path} exists; pass --force to overwrite it')
+    folder = osp.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.part', dir=folder)
+    try:
+        with os.fdopen(handle, 'wb') as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        if osp.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def convert_checkpoint(src: str, dst: str, model: str, target: str = 'mmpretrain', force: bool = False) -> str:
+    """Convert the released checkpoint ``src`` of ``model`` into a ``target`` checkpoint at ``dst``.
+
+    Args:
+        src (str): The released file.
+        dst (str): Where to write the converted checkpoint (``{'state_dict': ..., 'meta': ...}``).
+        model (str): The model the file holds, e.g. ``simam-resnet50`` (see :data:`CONVERSIONS`).
+        target (str): 'mmpretrain' (a classifier checkpoint) or 'mmdet' (a backbone checkpoint).
+            Defaults to 'mmpretrain'.
+        force (bool): Overwrite ``dst`` if it exists. Defaults to False.
+
+    Returns:
+        str: A one-line summary.
+
+    Raises:
+        KeyError: no conversion for ``(model, target)``.
+        FileExistsError: ``dst`` exists and ``force`` is False (checked before reading ``src``).
+        FileNotFoundError, CheckpointError, ConversionError: ``src`` is missing, unreadable or does not
+            match; nothing is written.
+    """
+    if (model, target) not in CONVERSIONS:
+        raise KeyError(f'no conversion of {model!r} to {target!r}; available: '
+                       + ', '.join(f'{m} --to {t}' for m, t in CONVERSIONS))
+    if osp.exists(dst) and not force:
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    conversion = CONVERSIONS[model, target]
+    state = read_state_dict(src)
+    try:
+        converted = convert_state_dict(state, conversion, name=src)
+    except ConversionError as err:
+        others = [m for m in _matching_models(state, target) if m != model]
+        hint = f'It matches {" and ".join(others)}: pass --model {others[0]}.\n' if others else ''
+        raise ConversionError(f'{err}{hint}Nothing was written.') from None
+    meta = dict(converted_from=osp.basename(src), model=model, source_layout=conversion.source,
+                target=conversion.target)
+    save_atomically(dict(meta=meta, state_dict=converted), dst, force=force)
+    return f'{src} -> {dst}: {len(converted)} tensors, {model} as {conversion.target}'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description='Convert a released checkpoint into a checkpoint of an involution_mm model. The input is '
+        'loaded weights-only; it is converted only if its keys and shapes match the model exactly, and the '
+        'output is written whole or not at all.')
+    parser.add_argument('src', nargs='?', help='the released checkpoint')
+    parser.add_argument('dst', nargs='?', help='the converted checkpoint to write')
+    parser.add_argument('--model', help='the model SRC holds, e.g. simam-resnet50 (see --list)')
+    parser.add_argument('--to', default='mmpretrain', choices=sorted({t for _, t in CONVERSIONS}),
+                        help='mmpretrain: a classifier checkpoint; mmdet: a backbone checkpoint')
+    parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
+    parser.add_argument('--list', action='store_true', help='list the conversions and exit')
+    args = parser.parse_args(argv)
+    if args.list:
+        for (model, target), conversion in CONVERSIONS.items():
+            print(f'--model {model} --to {target}\n    from: {conversion.source}\n    to:   {conversion.target}')
+        return 0
+    if not (args.src and args.dst and args.model):
+        parser.error('SRC, DST and --model are required (see --list for the models)')
+    try:
+        print(convert_checkpoint(args.src, args.dst, args.model, args.to, args.force))
+    except (KeyError, FileExistsError, FileNotFoundError, CheckpointError, ConversionError) as err:
+        message = err.args[0] if isinstance(err, KeyError) else str(err)
+        print(f'error: {message}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
