@@ -33,10 +33,14 @@ def flop_analyzer(model: nn.Module, inputs: Tuple[Any, ...]) -> FlopAnalyzer:
 
 
 def model_complexity(model: nn.Module, inputs: Tuple[Any, ...]) -> Dict[str, Any]:
-    """``flops`` (multiply-accumulates) and ``params`` of ``model(*inputs)``, FLOPs per operator, and the
-    traced operators that were not counted (``uncounted``: name -> number of calls)."""
+    """``flops`` (multiply-accumulates), ``params`` and ``trainable_params`` of ``model(*inputs)``, FLOPs per
+    operator, and the traced operators that were not counted (``uncounted``: name -> number of calls).
+
+    ``trainable_params`` leaves out frozen parameters (``requires_grad=False``, e.g. ``frozen_stages``), as
+    the parameter counts published for the detectors do."""
     analyzer = flop_analyzer(model, inputs)
     with torch.no_grad():
         flops = analyzer.total()
-    return dict(flops=flops, params=parameter_count(model)[''], by_operator=dict(analyzer.by_operator()),
-                uncounted=dict(analyzer.unsupported_ops()))
+    return dict(flops=flops, params=parameter_count(model)[''],
+                trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                by_operator=dict(analyzer.by_operator()), uncounted=dict(analyzer.unsupported_ops()))

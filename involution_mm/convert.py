@@ -4,8 +4,18 @@ A conversion pairs a released layout with one of our models: the model, once bui
 state-dict keys and shapes to produce, and a function names, for each of those keys, the tensor of
 the released file that fills it. A file is converted only when it matches exactly (deliberately dropped
 keys aside); otherwise it is refused with the lists of missing, unexpected and mis-shaped keys. So every
-converted file loads with strict matching. New layouts (RedNet, detectors, segmentors) are new entries of
-:data:`CONVERSIONS`.
+converted file loads with strict matching.
+
+Two kinds of conversion:
+
+- ``--config CONFIG``: the released RedNet classifiers, detectors and segmentors (mmcls 0.x, mmdet 2.x,
+  mmseg 0.x files) have exactly the keys of our models, so the file is checked key by key and shape by
+  shape against the model of one of our configs, with no renaming (:func:`config_conversion`);
+- ``--model NAME``: released layouts that do need renaming, such as the SimAM ImageNet models with
+  torchvision names (:data:`CONVERSIONS`).
+
+Either way the optimizer state is dropped, ``meta`` keeps only plain data (``CLASSES`` becomes mmengine's
+``dataset_meta``), and the output is an mmengine-era checkpoint ``{'meta': ..., 'state_dict': ...}``.
 
 ``tools/convert_checkpoint.py`` (or ``python -m involution_mm.convert``) is the command line.
 """
@@ -36,7 +46,7 @@ class Conversion:
     """One released layout turned into one of our models.
 
     Attributes:
-        source (str): The released layout, in words.
+        source (str): The released layout, in words ("the layout of ...").
         target (str): What the converted file is for, in words.
         build (Callable[[], nn.Module]): Builds our model; its state dict is the contract.
         source_key (Callable[[str], str]): Maps each key of our state dict to the released file's key.
@@ -55,9 +65,9 @@ class Conversion:
 # with SimAM wrapped into conv2 of every ResNet block (`layer1.0.conv2.0.weight`) and into the depthwise
 # conv-BN-ReLU6 of every MobileNetV2 inverted residual (conv, SimAM, BN, ReLU6: the BN is at index 2).
 
-_SIMAM_RESNET_SOURCE = ('official SimAM ResNet/ResNeXt (torchvision names, conv2 = Sequential(conv, SimAM), '
+_SIMAM_RESNET_SOURCE = ('the layout of the official SimAM ResNet/ResNeXt (torchvision names, conv2 = Sequential(conv, SimAM), '
                         'fc classifier)')
-_SIMAM_MOBILENET_V2_SOURCE = ('official SimAM MobileNetV2 (torchvision names, depthwise block = Sequential('
+_SIMAM_MOBILENET_V2_SOURCE = ('the layout of the official SimAM MobileNetV2 (torchvision names, depthwise block = Sequential('
                               'conv, SimAM, BN, ReLU6), classifier = Sequential(Linear))')
 _MMPRETRAIN_TARGET = 'mmpretrain ImageClassifier checkpoint (tools/test.py, load_from)'
 _MMDET_TARGET = "mmdet backbone checkpoint (backbone init_cfg=dict(type='Pretrained', checkpoint=...))"
@@ -150,15 +160,23 @@ def _simam_conversions() -> Dict[Tuple[str, str], Conversion]:
 CONVERSIONS: Dict[Tuple[str, str], Conversion] = _simam_conversions()
 
 
+def config_conversion(config: str) -> Conversion:
+    """The released layout of a config's model: the same keys and shapes, no renaming."""
+    from .upstream import build_model_from_config
+    return Conversion(f'the layout of the model of {osp.basename(config)} (the official one)',
+                      f'checkpoint for {config} (tools/test.py, load_from)',
+                      lambda: build_model_from_config(config)[0], lambda key: key)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Reading, checking and writing.
 
-def read_state_dict(path: str) -> StateDict:
-    """The weights of a checkpoint file, loaded weights-only, without a ``module.`` prefix.
+def read_checkpoint(path: str) -> Tuple[StateDict, dict]:
+    """The weights and the ``meta`` of a checkpoint file, loaded weights-only, without a ``module.`` prefix.
 
     Accepts a bare state dict or a dict holding it under ``state_dict`` or ``model`` (other entries, such
     as an optimizer state, are ignored). The ``module.`` prefix of (Distributed)DataParallel is removed
-    when every key has it.
+    when every key has it. ``meta`` is ``{}`` when the file has none.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
@@ -166,6 +184,8 @@ def read_state_dict(path: str) -> StateDict:
         ConversionError: the file holds no state dict.
     """
     content = load_checkpoint_file(path, map_location='cpu')
+    meta = content.get('meta') if isinstance(content, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
     if isinstance(content, dict):
         for key in ('state_dict', 'model'):
             if isinstance(content.get(key), dict):
@@ -177,7 +197,26 @@ def read_state_dict(path: str) -> StateDict:
                               '"state_dict" or "model"); is it a model checkpoint?')
     if all(key.startswith('module.') for key in content):
         content = {key[len('module.'):]: value for key, value in content.items()}
-    return content
+    return content, meta
+
+
+def plain_meta(meta: dict) -> dict:
+    """The plain-data entries of a released ``meta`` (strings, numbers, and lists, tuples and dicts of them),
+    in mmengine's terms: mmcv 1.x's ``CLASSES`` and ``PALETTE`` become ``dataset_meta['classes']`` and
+    ``dataset_meta['palette']``. Anything else is dropped."""
+
+    def plain(value) -> bool:
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        return isinstance(value, dict) and all(isinstance(k, str) and plain(v) for k, v in value.items())
+
+    kept = {key: value for key, value in meta.items() if isinstance(key, str) and plain(value)}
+    for old, new in (('CLASSES', 'classes'), ('PALETTE', 'palette')):
+        if old in kept:
+            kept.setdefault('dataset_meta', {})[new] = tuple(kept.pop(old))
+    return kept
 
 
 def expected_layout(conversion: Conversion) -> Dict[str, torch.Size]:
@@ -213,7 +252,7 @@ def convert_state_dict(state: StateDict, conversion: Conversion, name: str = 'th
                   if key not in wanted and not any(re.search(p, key) for p in conversion.dropped)]
     if missing or unexpected or wrong_shape:
         raise ConversionError(
-            f'{name} does not match the {conversion.source} layout:\n' +
+            f'{name} does not match {conversion.source}:\n' +
             _listing('missing', missing) + _listing('unexpected', unexpected) +
             _listing('with the wrong shape', wrong_shape))
     return converted
@@ -266,43 +305,57 @@ def save_atomically(obj: Any, path: str, force: bool = False) -> None:
         raise
 
 
-def convert_checkpoint(src: str, dst: str, model: str, target: str = 'mmpretrain', force: bool = False) -> str:
-    """Convert the released checkpoint ``src`` of ``model`` into a ``target`` checkpoint at ``dst``.
+def convert_checkpoint(src: str,
+                       dst: str,
+                       model: Optional[str] = None,
+                       target: str = 'mmpretrain',
+                       force: bool = False,
+                       config: Optional[str] = None) -> str:
+    """Convert the released checkpoint ``src`` into a checkpoint of our model at ``dst``.
 
     Args:
         src (str): The released file.
-        dst (str): Where to write the converted checkpoint (``{'state_dict': ..., 'meta': ...}``).
-        model (str): The model the file holds, e.g. ``simam-resnet50`` (see :data:`CONVERSIONS`).
-        target (str): 'mmpretrain' (a classifier checkpoint) or 'mmdet' (a backbone checkpoint).
-            Defaults to 'mmpretrain'.
+        dst (str): Where to write the converted checkpoint (``{'meta': ..., 'state_dict': ...}``).
+        model (str, optional): For a layout that needs renaming, the model the file holds, e.g.
+            ``simam-resnet50`` (see :data:`CONVERSIONS`). Give this or ``config``.
+        target (str): With ``model``: 'mmpretrain' (a classifier checkpoint) or 'mmdet' (a backbone
+            checkpoint). Defaults to 'mmpretrain'.
         force (bool): Overwrite ``dst`` if it exists. Defaults to False.
+        config (str, optional): For a file in the official layout of one of our configs (RedNet classifiers,
+            detectors, segmentors): the config whose model it must match exactly.
 
     Returns:
         str: A one-line summary.
 
     Raises:
         KeyError: no conversion for ``(model, target)``.
+        ValueError: neither or both of ``model`` and ``config`` given.
         FileExistsError: ``dst`` exists and ``force`` is False (checked before reading ``src``).
         FileNotFoundError, CheckpointError, ConversionError: ``src`` is missing, unreadable or does not
             match; nothing is written.
     """
-    if (model, target) not in CONVERSIONS:
+    if (model is None) == (config is None):
+        raise ValueError('give either a model (--model, a layout that needs renaming) or a config '
+                         '(--config, a file in the official layout of that config\'s model)')
+    if model is not None and (model, target) not in CONVERSIONS:
         raise KeyError(f'no conversion of {model!r} to {target!r}; available: '
                        + ', '.join(f'{m} --to {t}' for m, t in CONVERSIONS))
     if osp.exists(dst) and not force:
         raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
-    conversion = CONVERSIONS[model, target]
-    state = read_state_dict(src)
+    conversion = config_conversion(config) if config is not None else CONVERSIONS[model, target]
+    state, released_meta = read_checkpoint(src)
     try:
         converted = convert_state_dict(state, conversion, name=src)
     except ConversionError as err:
-        others = [m for m in _matching_models(state, target) if m != model]
+        others = [m for m in _matching_models(state, target) if m != model] if model is not None else []
         hint = f'It matches {" and ".join(others)}: pass --model {others[0]}.\n' if others else ''
         raise ConversionError(f'{err}{hint}Nothing was written.') from None
-    meta = dict(converted_from=osp.basename(src), model=model, source_layout=conversion.source,
+    meta = dict(plain_meta(released_meta), converted_from=osp.basename(src), source_layout=conversion.source,
                 target=conversion.target)
+    if model is not None:
+        meta['model'] = model
     save_atomically(dict(meta=meta, state_dict=converted), dst, force=force)
-    return f'{src} -> {dst}: {len(converted)} tensors, {model} as {conversion.target}'
+    return f'{src} -> {dst}: {len(converted)} tensors, {conversion.target}'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -312,20 +365,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'output is written whole or not at all.')
     parser.add_argument('src', nargs='?', help='the released checkpoint')
     parser.add_argument('dst', nargs='?', help='the converted checkpoint to write')
-    parser.add_argument('--model', help='the model SRC holds, e.g. simam-resnet50 (see --list)')
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument('--config', help='SRC is in the official layout of this config\'s model (RedNet '
+                        'classifiers, detectors, segmentors): check it against that model, no renaming')
+    source.add_argument('--model', help='SRC is a released layout that needs renaming, e.g. simam-resnet50 '
+                        '(see --list)')
     parser.add_argument('--to', default='mmpretrain', choices=sorted({t for _, t in CONVERSIONS}),
-                        help='mmpretrain: a classifier checkpoint; mmdet: a backbone checkpoint')
+                        help='with --model: mmpretrain (a classifier checkpoint) or mmdet (a backbone '
+                        'checkpoint)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
     parser.add_argument('--list', action='store_true', help='list the conversions and exit')
     args = parser.parse_args(argv)
     if args.list:
+        print('--config CONFIG\n    from: the official layout of the config\'s model (RedNet classifiers, '
+              'detectors, segmentors)\n    to:   a checkpoint for that config')
         for (model, target), conversion in CONVERSIONS.items():
             print(f'--model {model} --to {target}\n    from: {conversion.source}\n    to:   {conversion.target}')
         return 0
-    if not (args.src and args.dst and args.model):
-        parser.error('SRC, DST and --model are required (see --list for the models)')
+    if not (args.src and args.dst and (args.model or args.config)):
+        parser.error('SRC, DST and --config or --model are required (see --list for the models)')
     try:
-        print(convert_checkpoint(args.src, args.dst, args.model, args.to, args.force))
+        print(convert_checkpoint(args.src, args.dst, args.model, args.to, args.force, args.config))
     except (KeyError, FileExistsError, FileNotFoundError, CheckpointError, ConversionError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f'error: {message}', file=sys.stderr)

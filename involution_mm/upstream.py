@@ -24,6 +24,30 @@ def config_framework(config: str) -> str:
     return FRAMEWORK_PACKAGES[scope]
 
 
+def build_model_from_config(config: str, cfg_options: dict = None):
+    """Build the model of a config through its framework's registry, in eval mode, on the CPU.
+
+    SyncBN becomes BN (it cannot run outside a process group); no weights are initialised or loaded.
+
+    Returns:
+        tuple: ``(model, scope)``, the model and the config's ``default_scope``.
+    """
+    import importlib
+
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in FRAMEWORK_PACKAGES:
+        raise ValueError(f'{config} has default_scope={scope!r}; expected one of {sorted(FRAMEWORK_PACKAGES)}')
+    init_default_scope(scope)
+    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    return revert_sync_batchnorm(model).eval(), scope
+
+
 def upstream_tool(config: str, tool: str) -> str:
     """Path of ``tools/<tool>.py`` of the framework that ``config`` belongs to."""
     package = config_framework(config)

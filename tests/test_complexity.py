@@ -25,6 +25,17 @@ def test_rednet_flops_and_params_match_the_paper(depth):
     assert abs(result['params'] / 1e6 - mparams) < 0.01
 
 
+@pytest.mark.parametrize('config,gflops,mparams', [
+    ('configs/involution_det/faster-rcnn_rednet50-involution-fpn_1x_coco.py', 135.0, 29.5),
+    ('configs/involution_seg/fpn_rednet50-involution-neck_4xb2-80k_cityscapes-512x1024.py', 205.2, 16.4),
+])
+def test_dense_prediction_flops_match_the_published_tables(config, gflops, mparams):
+    """At the input shapes the tables used (mmdet 2.x: 1280x800; mmseg 0.x: 2048x1024)."""
+    result = complexity_of_config(osp.join(REPO, config))
+    assert abs(result['flops'] / 1e9 / gflops - 1) < 0.03
+    assert abs(result['trainable_params'] / 1e6 - mparams) < 0.1
+
+
 def test_the_involution_handle_counts_every_aggregation():
     model = RedNet(26).eval()
     expected = 0

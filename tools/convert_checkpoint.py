@@ -3,12 +3,14 @@
 
 Examples:
     python tools/convert_checkpoint.py --list
+    python tools/convert_checkpoint.py rednet50.pth rednet50_mmpretrain.pth \
+        --config configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py
     python tools/convert_checkpoint.py resnet50.pth.tar simam-resnet50_in1k.pth --model simam-resnet50
     python tools/convert_checkpoint.py resnet50.pth.tar simam-resnet50_mmdet.pth --model simam-resnet50 --to mmdet
 
 The input is loaded weights-only and converted only when its keys and shapes match the model exactly (the
 error lists what is missing, unexpected or mis-shaped); the output is written whole or not at all, and an
-existing output is kept unless --force is given. See docs/simam.md.
+existing output is kept unless --force is given. See docs/released_checkpoints.md and docs/simam.md.
 """
 import os.path as osp
 import sys

@@ -5,21 +5,20 @@
     python tools/get_flops.py CONFIG --shape 800 1333
 
 Works for mmpretrain, mmdet and mmsegmentation configs (the framework comes from the config's
-``default_scope``). The model runs once in ``mode='tensor'`` on a synthetic image of ``--shape`` (default:
-224x224 for classifiers, 800x1333 for detectors, 512x1024 for segmentors); for detectors that is the
-backbone, neck and heads without post-processing. FLOPs are multiply-accumulates of convs, linear layers,
-norms, upsampling and the involution aggregation (see docs/model_zoo.md for the convention).
+``default_scope``). The model runs once in ``mode='tensor'`` on a synthetic image of ``--shape`` (height,
+width), by default the shapes the published tables used: 224x224 for classifiers, 1280x800 for detectors
+(mmdet 2.x's default) and 2048x1024 for segmentors (mmseg 0.x's). For detectors that is the backbone, neck
+and heads without post-processing. FLOPs are multiply-accumulates of convs, linear layers, norms,
+upsampling and the involution aggregation (see docs/model_zoo.md for the convention).
 """
 import argparse
 import importlib
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
+from mmengine.config import DictAction
 
-DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 1024)}
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 1024)}
 
 
 class TensorForward(torch.nn.Module):
@@ -48,15 +47,8 @@ def data_samples_for(scope: str, shape):
 def complexity_of_config(config: str, shape=None, cfg_options=None) -> dict:
     """Build the config's model and measure it; returns the dict of ``model_complexity`` plus ``shape``."""
     from involution_mm.complexity import model_complexity
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in DEFAULT_SHAPES:
-        raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(DEFAULT_SHAPES)}')
-    init_default_scope(scope)
-    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
-    model = revert_sync_batchnorm(model).eval()  # SyncBN cannot run outside a process group
+    from involution_mm.upstream import build_model_from_config
+    model, scope = build_model_from_config(config, cfg_options)
     shape = tuple(shape or DEFAULT_SHAPES[scope])
     result = model_complexity(TensorForward(model, data_samples_for(scope, shape)),
                               (torch.rand(1, 3, *shape), ))
@@ -73,7 +65,7 @@ def main(argv=None) -> int:
     shape = None if args.shape is None else (args.shape * 2)[:2]
     result = complexity_of_config(args.config, shape, args.cfg_options)
     print(f'Input shape: (3, {result["shape"][0]}, {result["shape"][1]})')
-    print(f'Params: {result["params"] / 1e6:.2f} M')
+    print(f'Params: {result["params"] / 1e6:.2f} M (trainable: {result["trainable_params"] / 1e6:.2f} M)')
     print(f'FLOPs: {result["flops"] / 1e9:.2f} G (multiply-accumulates)')
     for op, flops in sorted(result['by_operator'].items(), key=lambda kv: -kv[1]):
         print(f'  {op}: {flops / 1e9:.3f} G')
