@@ -1,12 +1,17 @@
-"""Shared fixtures: the reference layouts, and running our tools and the upstream ones as a user would."""
+"""Shared fixtures and helpers: the reference layouts, running our tools and the upstream ones as a user
+would, and checks shared by the test modules."""
+import copy
 import json
+import logging
 import os
 import os.path as osp
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import pytest
+import torch
+import torch.nn as nn
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LAYOUTS_FILE = osp.join(osp.dirname(REPO), 'shared', 'reference', 'official_layouts.json')
@@ -36,3 +41,59 @@ def run_command(args: List[str], timeout: int = 1200, env: Dict[str, str] = None
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited with {proc.returncode}:\n{proc.stdout[-8000:]}')
     return proc.stdout
+
+
+def randomise_norms(model: nn.Module) -> nn.Module:
+    """Give every BN non-trivial statistics and affine parameters (so that moving an operation across a
+    BN changes the output); returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+    return model.eval()
+
+
+def mmengine_warnings(action: Callable[[], object]) -> str:
+    """The warnings mmengine's current logger emits while ``action`` runs, one per line."""
+    from mmengine.logging import MMLogger
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        action()
+    finally:
+        logger.removeHandler(handler)
+    return '\n'.join(messages)
+
+
+def assert_imagenet_init_skips_only_the_stem_kernel(registry, backbone_cfg, tmp_path) -> nn.Module:
+    """Initialise a dense-prediction RedNet-50 (7x7 stem involution) from an ImageNet RedNet-50 checkpoint
+    (3x3 stem involution, plus the classifier) through its config's ``Pretrained`` init; check that every
+    tensor loads except the two kernel-generating ones of the stem, which mmengine skips with a size-mismatch
+    warning. Returns the initialised backbone."""
+    from involution_mm.backbones import RedNet
+    torch.manual_seed(0)
+    imagenet = RedNet(50, stem_involution_kernel=3).state_dict()
+    checkpoint = {f'backbone.{k}': v for k, v in imagenet.items()}
+    checkpoint.update({'head.fc.weight': torch.rand(1000, 2048), 'head.fc.bias': torch.rand(1000)})
+    path = str(tmp_path / 'rednet50_in1k.pth')
+    torch.save(dict(state_dict=checkpoint, meta={}), path)
+    backbone_cfg = copy.deepcopy(backbone_cfg)
+    backbone_cfg.init_cfg = dict(type='Pretrained', checkpoint=path, prefix='backbone.')
+    backbone = registry.build(backbone_cfg)
+    warning = mmengine_warnings(backbone.init_weights)
+
+    skipped = {'stem.1.conv2.conv.weight', 'stem.1.conv2.conv.bias'}
+    for key, value in backbone.state_dict().items():
+        if key in skipped:
+            assert value.shape[0] == 7 * 7 * 2 and imagenet[key].shape[0] == 3 * 3 * 2
+        else:
+            assert torch.equal(value, imagenet[key]), key
+    assert all(f'size mismatch for {key}' in warning for key in skipped), warning
+    assert 'missing keys' not in warning and 'unexpected key' not in warning
+    return backbone

@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import involution_mm  # noqa: F401
-from conftest import REPO, run_command
+from conftest import REPO, randomise_norms, run_command
 from involution_mm.checkpoint import CheckpointError
 from involution_mm.convert import CONVERSIONS, ConversionError, convert_checkpoint, main, save_atomically
 from test_simam_layer import ReferenceSimAM
@@ -42,18 +42,6 @@ def official_simam_mobilenet_v2() -> nn.Module:
     return model
 
 
-def randomised(model: nn.Module) -> nn.Module:
-    """Eval mode with non-trivial BN statistics, so that a misplaced SimAM changes the output."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-    return model.eval()
-
-
 def save_official(model: nn.Module, path, prefix: str = 'module.') -> str:
     """Save as the official training script does: a dict with the (DataParallel) state dict and more."""
     state = {prefix + k: v for k, v in model.state_dict().items()}
@@ -74,7 +62,7 @@ def leftovers(folder) -> list:
 
 @pytest.fixture(scope='module')
 def resnet18(tmp_path_factory):
-    model = randomised(official_simam_resnet('resnet18'))
+    model = randomise_norms(official_simam_resnet('resnet18'))
     return model, save_official(model, tmp_path_factory.mktemp('released') / 'resnet18.pth.tar')
 
 
@@ -83,7 +71,7 @@ def resnet18(tmp_path_factory):
     ('resnext50_32x4d', 'simam-resnext50', 'module.'),
 ])
 def test_resnets_convert_to_classifiers_with_the_same_outputs(tmp_path, arch, model, prefix):
-    reference = randomised(official_simam_resnet(arch))
+    reference = randomise_norms(official_simam_resnet(arch))
     src = save_official(reference, tmp_path / f'{arch}.pth.tar', prefix)
     dst = tmp_path / 'converted.pth'
     assert 'tensors' in convert_checkpoint(src, str(dst), model)
@@ -111,7 +99,7 @@ def test_resnet18_converts_for_its_config(tmp_path, resnet18):
 
 
 def test_mobilenet_v2_converts_with_the_same_outputs(tmp_path):
-    reference = randomised(official_simam_mobilenet_v2())
+    reference = randomise_norms(official_simam_mobilenet_v2())
     src = save_official(reference, tmp_path / 'mobilenet_v2.pth.tar')
     dst = tmp_path / 'converted.pth'
     convert_checkpoint(src, str(dst), 'simam-mobilenetv2')
@@ -123,7 +111,7 @@ def test_mobilenet_v2_converts_with_the_same_outputs(tmp_path):
 
 
 def test_mmdet_backbone_checkpoint_loads_into_both_routes(tmp_path):
-    reference = randomised(official_simam_resnet('resnet50'))
+    reference = randomise_norms(official_simam_resnet('resnet50'))
     src = save_official(reference, tmp_path / 'resnet50.pth.tar')
     dst = tmp_path / 'simam-resnet50_mmdet.pth'
     convert_checkpoint(src, str(dst), 'simam-resnet50', 'mmdet')

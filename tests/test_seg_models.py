@@ -1,19 +1,17 @@
 """The Cityscapes configs of configs/involution_seg on mmseg: registry, official key layouts, published
 parameter counts, SyncBN, loading the ImageNet backbone, and loss/predict of the built segmentors."""
 import copy
-import logging
 import os.path as osp
 from typing import Any, Dict
 
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import involution_mm  # noqa: F401  (registers into mmseg)
-from conftest import REPO, state_dict_layout
+from conftest import REPO, assert_imagenet_init_skips_only_the_stem_kernel, state_dict_layout
 from involution_mm.backbones import RedNet
 from involution_mm.necks import InvolutionFPN
 
@@ -131,39 +129,8 @@ def test_cpu_switch_leaves_no_sync_bn(cpu_models):
 
 def test_imagenet_backbone_loads_except_the_stem_involution_kernel(tmp_path):
     """The ImageNet RedNet-50 has a 3x3 stem involution; mmengine skips it with a size-mismatch warning."""
-    torch.manual_seed(0)
-    imagenet = RedNet(50, stem_involution_kernel=3).state_dict()
-    checkpoint = {f'backbone.{k}': v for k, v in imagenet.items()}
-    checkpoint.update({'head.fc.weight': torch.zeros(1000, 2048), 'head.fc.bias': torch.zeros(1000)})
-    torch.save(dict(state_dict=checkpoint, meta={}), tmp_path / 'rednet50_in1k.pth')
     backbone_cfg = cpu_model_cfg(load_config(FPN_INVOLUTION)).backbone
-    backbone_cfg.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'rednet50_in1k.pth'),
-                                 prefix='backbone.')
-    backbone = MODELS.build(backbone_cfg)
-
-    class Collect(logging.Handler):
-        messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    logger, handler = MMLogger.get_current_instance(), Collect(level=logging.WARNING)
-    logger.addHandler(handler)
-    try:
-        backbone.init_weights()
-    finally:
-        logger.removeHandler(handler)
-
-    skipped = {'stem.1.conv2.conv.weight', 'stem.1.conv2.conv.bias'}
-    loaded = backbone.state_dict()
-    for key, value in loaded.items():
-        if key in skipped:
-            assert value.shape[0] == 7 * 7 * 2 and imagenet[key].shape[0] == 3 * 3 * 2
-        else:
-            assert torch.equal(value, imagenet[key]), key
-    warning = '\n'.join(handler.messages)
-    assert all(f'size mismatch for {key}' in warning for key in skipped), warning
-    assert 'missing keys' not in warning and 'unexpected key' not in warning
+    assert_imagenet_init_skips_only_the_stem_kernel(MODELS, backbone_cfg, tmp_path)
 
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED_PARAMS_M))

@@ -8,6 +8,7 @@ from mmengine.registry import init_default_scope
 
 import involution_mm  # noqa: F401  (registers the models)
 from involution_mm.layers import SimAM
+from conftest import randomise_norms
 from test_simam_layer import simam_reference
 
 # model -> (backbone cfg, the plain upstream backbone, feature channels, published parameters in M)
@@ -60,16 +61,6 @@ def assert_simam_between(model: nn.Module, x: torch.Tensor, pairs: Dict[str, Tup
         torch.testing.assert_close(calls[at][1], conv_output)
         expected = simam_reference(calls[at][1], modules[simam].e_lambda).float()
         torch.testing.assert_close(calls[at + 1][1], expected, rtol=1e-4, atol=1e-5)
-
-
-def randomise_norms(model: nn.Module) -> None:
-    """Non-trivial BN statistics, so that moving SimAM across a BN would change the output."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
 
 
 @pytest.mark.parametrize('model', CLASSIFIERS)
