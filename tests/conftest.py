@@ -14,14 +14,16 @@ import torch
 import torch.nn as nn
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-LAYOUTS_FILE = osp.join(osp.dirname(REPO), 'shared', 'reference', 'official_layouts.json')
+# Every state-dict key and shape of the original implementation's released models (the fidelity contract
+# of DESIGN.md, a copy of the team's reference/official_layouts.json).
+LAYOUTS_FILE = osp.join(REPO, 'tests', 'data', 'official_layouts.json')
 
 
 @pytest.fixture(scope='session')
 def official_layouts() -> Dict[str, Dict[str, List[int]]]:
     """Every state-dict key and shape of the original implementation's released models."""
     if not osp.isfile(LAYOUTS_FILE):
-        pytest.fail(f'{LAYOUTS_FILE} is missing: it is the fidelity contract, see DESIGN.md')
+        pytest.fail(f'{LAYOUTS_FILE} is missing: it holds the official key layouts the models must match')
     with open(LAYOUTS_FILE) as f:
         return json.load(f)
 
