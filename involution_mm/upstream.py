@@ -13,15 +13,19 @@ import sys
 FRAMEWORK_PACKAGES = {'mmpretrain': 'mmpretrain', 'mmdet': 'mmdet', 'mmseg': 'mmseg'}
 
 
-def config_framework(config: str) -> str:
-    """The framework package a config runs in, read from its ``default_scope``."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(config, import_custom_modules=False)
+def _checked_scope(cfg, config: str) -> str:
+    """The ``default_scope`` of a loaded config, which must name one of the frameworks."""
     scope = cfg.get('default_scope')
     if scope not in FRAMEWORK_PACKAGES:
         raise ValueError(f'{config} has default_scope={scope!r}; expected one of '
                          f'{sorted(FRAMEWORK_PACKAGES)} (inherit an upstream default_runtime.py)')
-    return FRAMEWORK_PACKAGES[scope]
+    return scope
+
+
+def config_framework(config: str) -> str:
+    """The framework package a config runs in, read from its ``default_scope``."""
+    from mmengine.config import Config
+    return FRAMEWORK_PACKAGES[_checked_scope(Config.fromfile(config, import_custom_modules=False), config)]
 
 
 def build_model_from_config(config: str, cfg_options: dict = None):
@@ -40,9 +44,7 @@ def build_model_from_config(config: str, cfg_options: dict = None):
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in FRAMEWORK_PACKAGES:
-        raise ValueError(f'{config} has default_scope={scope!r}; expected one of {sorted(FRAMEWORK_PACKAGES)}')
+    scope = _checked_scope(cfg, config)
     init_default_scope(scope)
     model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
     return revert_sync_batchnorm(model).eval(), scope

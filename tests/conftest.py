@@ -4,10 +4,11 @@ import copy
 import json
 import logging
 import os
+import re
 import os.path as osp
 import subprocess
 import sys
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 import torch
@@ -43,6 +44,14 @@ def run_command(args: List[str], timeout: int = 1200, env: Dict[str, str] = None
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited with {proc.returncode}:\n{proc.stdout[-8000:]}')
     return proc.stdout
+
+
+def parse_test_accuracies(log: str) -> Tuple[float, float]:
+    """top-1 and top-5 of the ``Epoch(test)`` line that mmpretrain's test.py prints; fails without one."""
+    found = re.search(r'Epoch\(test\).*accuracy/top1: ([\d.]+)\s+accuracy/top5: ([\d.]+)', log)
+    if not found:
+        pytest.fail(f'no test accuracy in the output:\n{log[-3000:]}')
+    return float(found.group(1)), float(found.group(2))
 
 
 def randomise_norms(model: nn.Module) -> nn.Module:

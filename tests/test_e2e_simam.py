@@ -6,7 +6,7 @@ from typing import List
 
 import pytest
 
-from conftest import run_command
+from conftest import parse_test_accuracies, run_command
 
 
 def train_then_test(config: str, work_dir, options: List[str]) -> str:
@@ -32,8 +32,7 @@ def test_simam_resnet18_trains_and_tests_on_tiny_imagenet(tmp_path):
     options = data_options(str(data)) + [f'{split}_dataloader.batch_size=8' for split in ('train', 'val', 'test')]
     out = train_then_test('configs/simam/simam-resnet18_8xb32_in1k.py', tmp_path / 'work', options)
     assert 'SimAMResNet' in out and 'Epoch(train) [1][4/4]' in out  # 32 images at batch 8
-    top1, top5 = map(float, re.search(
-        r'Epoch\(test\).*accuracy/top1: ([\d.]+)\s+accuracy/top5: ([\d.]+)', out).groups())
+    top1, top5 = parse_test_accuracies(out)
     assert 0 <= top1 <= top5 <= 100  # a 1000-way head after 4 iterations: no more can be expected
 
 

@@ -9,7 +9,7 @@ import torch
 from mmengine.runner import load_checkpoint
 
 import involution_mm  # noqa: F401
-from conftest import REPO, run_command
+from conftest import REPO, parse_test_accuracies, run_command
 from involution_mm.checkpoint import CheckpointError
 from involution_mm.convert import ConversionError, convert_checkpoint
 from involution_mm.upstream import build_model_from_config
@@ -138,9 +138,8 @@ def test_dist_test_evaluates_a_converted_released_classifier(tmp_path, official_
     for checkpoint in (dst, src):
         out = run_command(['tools/dist_test.sh', CLASSIFIER, str(checkpoint), '1', '--work-dir',
                            str(tmp_path / checkpoint.stem), '--cfg-options', *options])
-        found = re.search(r'Epoch\(test\).*accuracy/top1: ([\d.]+)\s+accuracy/top5: ([\d.]+)', out)
-        assert found, out[-3000:]
-        assert 0 <= float(found.group(1)) <= float(found.group(2)) <= 100
+        top1, top5 = parse_test_accuracies(out)
+        assert 0 <= top1 <= top5 <= 100
         assert 'missing keys' not in out and 'unexpected key' not in out
-        accuracies.append(found.groups())
+        accuracies.append((top1, top5))
     assert accuracies[0] == accuracies[1]  # the same weights, the same predictions
