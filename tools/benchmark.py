@@ -3,11 +3,17 @@
 
     python tools/benchmark.py                       # CPU, batch 8, float32
     python tools/benchmark.py --device cuda --batch 64 --dtype float16
+    python tools/benchmark.py --device cuda --batch 64 --dtype float16 --tiling   # + CuPy tiling sweep
 
 For each stage's involution (224x224 input, K=7, 16 channels per group) it times forward+backward and
 measures the peak memory allocated beyond the inputs, for ``unfold`` (unfold every 7x7 neighbourhood,
 multiply, sum: what the original implementation fell back to) and for each of our backends, and prints
 the ratios ours/unfold (lower is better). Ratios come from one run, side by side.
+
+On CUDA (or with ``--bandwidth``) a second table gives each backend's forward time and its share of the bandwidth bound: the bytes a
+pass must move (forward reads x and the weight and writes the output, 2|x| + |w|; each of the two gradients
+moves as much again) divided by the bandwidth of a large tensor copy measured in the same run. ``--tiling``
+adds the CuPy kernels' times for every channels-per-thread choice, to tune ``choose_spec``.
 """
 import argparse
 import platform
@@ -17,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from involution_mm.ops import available_backends, involution, select_backend
+from involution_mm.ops.geometry import check_inputs
 from involution_mm.profiling import median_time, peak_memory_bytes
 
 # (stage, channels, size) of the stride-1 involutions of RedNet-50 at 224x224 input
@@ -56,6 +63,11 @@ def main(argv=None) -> int:
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16', 'float64'])
     parser.add_argument('--stages', type=int, nargs='+', default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--inner', type=int, default=None,
+                        help='calls per timed sample (default 1 on CPU, 20 on CUDA, so launches queue up)')
+    parser.add_argument('--bandwidth', action='store_true',
+                        help='print the bandwidth-bound table on CPU too (always printed on CUDA)')
+    parser.add_argument('--tiling', action='store_true', help='also time every CuPy tiling (CUDA only)')
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if device.type == 'cuda' and not torch.cuda.is_available():
@@ -65,7 +77,13 @@ def main(argv=None) -> int:
     print(f'# involution forward+backward, RedNet-50 stage shapes, batch {args.batch}, {args.dtype}, '
           f'K={KERNEL}')
     print(f'# {machine_description(device)}; torch {torch.__version__}')
+    inner = args.inner or (20 if device.type == 'cuda' else 1)
+
+    def timed(fn):
+        return median_time(lambda: [fn() for _ in range(inner)], device, args.repeats) / inner
+
     backends = [name for name in available_backends() if _usable(name, device)]
+    bandwidth_rows, tiling_lines = [], []
     header = ['stage', 'shape (B, C, H, W), G', 'unfold ms', 'unfold MiB']
     for name in backends:
         header += [f'{name} ms', f'{name} MiB', 'time ratio', 'memory ratio']
@@ -85,7 +103,11 @@ def main(argv=None) -> int:
         results = {}
         for name, op in ops.items():
             run = forward_backward(op, x, weight, grad)
-            results[name] = (median_time(run, device, args.repeats) * 1e3, peak_memory_bytes(run, device) / 2**20)
+            results[name] = (timed(run) * 1e3, peak_memory_bytes(run, device) / 2**20)
+        if device.type == 'cuda' or args.bandwidth:
+            bandwidth_rows.append(_bandwidth_row(stage, x, weight, ops, results, timed))
+            if args.tiling and 'cupy' in backends:
+                tiling_lines += _tiling_lines(stage, x, weight, grad, timed)
         row = [str(stage), f'({args.batch}, {channels}, {size}, {size}), {groups}',
                f'{results["unfold"][0]:.1f}', f'{results["unfold"][1]:.1f}']
         for name in backends:
@@ -93,7 +115,56 @@ def main(argv=None) -> int:
             row += [f'{ms:.1f}', f'{mib:.1f}', f'{ms / results["unfold"][0]:.3f}',
                     f'{mib / results["unfold"][1]:.3f}']
         print('| ' + ' | '.join(row) + ' |', flush=True)
+    if bandwidth_rows:
+        copy = copy_bandwidth(device, timed)
+        print(f'\n# share of the bandwidth bound; copy of one large tensor: {copy / 1e9:.0f} GB/s (read + write)')
+        header = ['stage', 'MB per forward']
+        for name in ['unfold'] + backends:
+            header += [f'{name} fwd ms', f'{name} fwd % bound', f'{name} fwd+bwd % bound']
+        print('| ' + ' | '.join(header) + ' |')
+        print('|' + '---|' * len(header))
+        for stage, moved, forward_ms, pass_ms in bandwidth_rows:
+            row = [str(stage), f'{moved / 1e6:.1f}']
+            for name in ['unfold'] + backends:
+                bound_ms = moved / copy * 1e3
+                row += [f'{forward_ms[name]:.3f}', f'{100 * bound_ms / forward_ms[name]:.0f}%',
+                        f'{100 * 3 * bound_ms / pass_ms[name]:.0f}%']
+            print('| ' + ' | '.join(row) + ' |', flush=True)
+    print('\n'.join([''] + tiling_lines) if tiling_lines else '', end='')
     return 0
+
+
+def copy_bandwidth(device: torch.device, timed) -> float:
+    """Bytes per second a large tensor copy moves, counting both the read and the write."""
+    source = torch.empty(2**29, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    return 2 * source.numel() / timed(lambda: target.copy_(source))
+
+
+def _bandwidth_row(stage, x, weight, ops, results, timed):
+    """Bytes one forward must move, and each op's forward and forward+backward milliseconds."""
+    moved = (2 * x.numel() + weight.numel()) * x.element_size()
+    with torch.no_grad():
+        forward_ms = {name: timed(lambda op=op: op(x, weight)) * 1e3 for name, op in ops.items()}
+    return stage, moved, forward_ms, {name: ms for name, (ms, _) in results.items()}
+
+
+def _tiling_lines(stage, x, weight, grad, timed):
+    """Milliseconds of each CuPy kernel for every channels-per-thread choice; * marks the automatic one."""
+    from dataclasses import replace
+
+    from involution_mm.ops import cupy_backend
+    geo = check_inputs(x, weight, 1, KERNEL // 2, 1)
+    chosen = cupy_backend.default_spec(x, geo)
+    lines = [f'# stage {stage}, CuPy kernels by channels per thread: forward / input-grad / weight-grad ms']
+    for channels in (1, 2, 4, 8, 16):
+        spec = replace(chosen, channels_per_thread=channels)
+        forward = timed(lambda: cupy_backend.cupy_forward(x, weight, geo, spec))
+        grad_x = timed(lambda: cupy_backend.cupy_backward(grad, x, weight, geo, True, False, spec))
+        grad_w = timed(lambda: cupy_backend.cupy_backward(grad, x, weight, geo, False, True, spec))
+        mark = '*' if spec == chosen else ' '
+        lines.append(f'# {mark}{channels:2d}: {forward * 1e3:.3f} / {grad_x * 1e3:.3f} / {grad_w * 1e3:.3f}')
+    return lines
 
 
 def _usable(backend: str, device: torch.device) -> bool:

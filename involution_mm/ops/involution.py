@@ -1,19 +1,24 @@
 """The public involution operator and its backend dispatcher."""
 import contextlib
+import logging
 from typing import Callable, Dict, Tuple
 
 import torch
 
+from .cupy_backend import cupy_usable, involution_cupy
 from .geometry import Geometry, IntPair, check_inputs
 from .pytorch_backend import involution_pytorch
 
 Backend = Callable[[torch.Tensor, torch.Tensor, Geometry], torch.Tensor]
 # name -> (function, availability check returning (usable, reason) for an input tensor)
 _BACKENDS: Dict[str, Tuple[Backend, Callable[[torch.Tensor], Tuple[bool, str]]]] = {
-    'pytorch': (involution_pytorch, lambda x: (True, 'runs on every device')),
+    'cupy': (involution_cupy, cupy_usable),
+    'pytorch': (involution_pytorch, lambda x: (True, 'it runs on every device')),
 }
 # 'auto' takes the first usable backend in this order.
-_AUTO_ORDER = ['pytorch']
+_AUTO_ORDER = ['cupy', 'pytorch']
+# Device types whose 'auto' choice has been logged (once per process; CPU has only one backend to choose).
+_ANNOUNCED = {'cpu'}
 
 
 def available_backends() -> list:
@@ -33,7 +38,7 @@ def register_backend(name: str, function: Backend, is_usable: Callable[[torch.Te
 def select_backend(x: torch.Tensor, backend: str = 'auto') -> str:
     """Resolve ``backend`` for input ``x``; raise a ValueError/RuntimeError that says what to do."""
     if backend == 'auto':
-        return next(name for name in _AUTO_ORDER if _BACKENDS[name][1](x)[0])
+        return _choose_automatically(x)
     if backend not in _BACKENDS:
         raise ValueError(f"unknown involution backend {backend!r}; choose 'auto' or one of "
                          f'{available_backends()}')
@@ -41,6 +46,32 @@ def select_backend(x: torch.Tensor, backend: str = 'auto') -> str:
     if not usable:
         raise RuntimeError(f'involution backend {backend!r} cannot run on this input: {reason}')
     return backend
+
+
+def _choose_automatically(x: torch.Tensor) -> str:
+    """The first usable backend in ``_AUTO_ORDER``; the first choice per device type is logged with why."""
+    passed_over = []
+    for name in _AUTO_ORDER:
+        usable, reason = _BACKENDS[name][1](x)
+        if usable:
+            break
+        passed_over.append(f'{name!r} cannot run ({reason})')
+    if x.device.type not in _ANNOUNCED:
+        _ANNOUNCED.add(x.device.type)
+        because = '; '.join(passed_over) if passed_over else reason
+        _log(f'involution: {x.device.type} tensors use the {name!r} backend: {because}',
+             logging.WARNING if passed_over else logging.INFO)
+    return name
+
+
+def _log(message: str, level: int) -> None:
+    """Log through mmengine's current logger when mmengine is installed, else the standard logging."""
+    try:
+        from mmengine.logging import print_log
+    except ImportError:
+        logging.getLogger('involution_mm').log(level, message)
+    else:
+        print_log(message, logger='current', level=level)
 
 
 def _autocast_dtype(x: torch.Tensor):

@@ -1,0 +1,144 @@
+"""CUDA backend through CuPy: runs ``involution_kernels.cu`` on CUDA tensors.
+
+Kernels are compiled by CuPy's NVRTC once per (dtype, shape class, device) and kept; they launch on
+PyTorch's current CUDA stream, read and write the tensors in place through their strides (any memory
+layout, no copies) and take their outputs from PyTorch's caching allocator. CuPy is optional: without it
+(or on other devices) the dispatcher keeps using the PyTorch backend.
+"""
+import functools
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from .cuda_source import (BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec, forward_threads,
+                          grad_input_threads, grad_weight_threads)
+from .geometry import Geometry, check_inputs
+
+INSTALL_HINT = 'pip install cupy-cuda12x or cupy-cuda13x, whichever matches your CUDA driver'
+
+
+@functools.lru_cache(maxsize=None)
+def import_cupy():
+    """``(cupy module, None)``, or ``(None, why it cannot be imported)``; tried once per process."""
+    try:
+        import cupy
+    except Exception as error:  # ImportError, or a CUDA library that fails to load
+        return None, f'{type(error).__name__}: {error}'
+    return cupy, None
+
+
+def cupy_usable(x: torch.Tensor) -> Tuple[bool, str]:
+    """Whether the CuPy backend can run on ``x``, and why (for the dispatcher's log line and errors)."""
+    if x.device.type != 'cuda':
+        return False, f'it runs on CUDA tensors only, and this one is on {x.device.type}'
+    if x.dtype not in SCALAR_KINDS:
+        return False, f'{x.dtype} is not supported; it takes {sorted(str(t) for t in SCALAR_KINDS)}'
+    cupy, error = import_cupy()
+    if cupy is None:
+        return False, f'CuPy is not importable ({error}); {INSTALL_HINT}'
+    return True, f'CuPy {cupy.__version__} is importable'
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_kernels(spec: KernelSpec, device_index: int) -> Dict[str, object]:
+    """The three kernels of ``spec`` compiled for one device (cached: each variant compiles once)."""
+    cupy = import_cupy()[0]
+    try:
+        with cupy.cuda.Device(device_index):
+            module = cupy.RawModule(code=spec.source())
+            return {name: module.get_function(name) for name in KERNEL_NAMES}
+    except Exception as error:
+        raise RuntimeError(f'CuPy could not compile the involution kernels for {spec}: {error}. Use '
+                           f"backend='pytorch', or {INSTALL_HINT}") from error
+
+
+@functools.lru_cache(maxsize=None)
+def resident_threads(device_index: int) -> int:
+    """Threads the device keeps in flight at once (all multiprocessors full)."""
+    props = torch.cuda.get_device_properties(device_index)
+    return props.multi_processor_count * getattr(props, 'max_threads_per_multi_processor', 2048)
+
+
+def _strides(t: torch.Tensor) -> list:
+    """Six element strides, zero-padded (the kernels' parameter list)."""
+    return [np.int64(s) for s in t.stride()] + [np.int64(0)] * (6 - t.dim())
+
+
+def _launch(spec: KernelSpec, name: str, threads: int, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
+            geo: Geometry) -> None:
+    if threads == 0:
+        return
+    cupy = import_cupy()[0]
+    device = result.device.index
+    kernel = compiled_kernels(spec, device)[name]
+    sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
+    args = ([np.int64(t.data_ptr()) for t in (a, b, result)] + [np.int64(threads)] + [np.int32(v) for v in sizes]
+            + _strides(a) + _strides(b) + _strides(result))
+    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream):
+        kernel((-(-threads // BLOCK_SIZE), ), (BLOCK_SIZE, ), tuple(args))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def default_spec(x: torch.Tensor, geo: Geometry) -> KernelSpec:
+    """The tiling ``choose_spec`` picks for ``x`` on its device."""
+    return choose_spec(x.dtype, geo, resident_threads(x.device.index))
+
+
+def cupy_forward(x: torch.Tensor, weight: torch.Tensor, geo: Geometry, spec: Optional[KernelSpec] = None
+                 ) -> torch.Tensor:
+    """The forward kernel; the output keeps ``x``'s memory format (contiguous or channels_last).
+
+    ``spec`` overrides the tiling ``choose_spec`` picks (for tuning, see ``tools/benchmark.py --tiling``).
+    """
+    spec = spec or default_spec(x, geo)
+    out = torch.empty((geo.batch, geo.channels) + geo.out_size, dtype=x.dtype, device=x.device,
+                      memory_format=_memory_format(x))
+    threads = forward_threads(geo, spec.channels_per_thread, spec.pixels_per_thread)
+    _launch(spec, 'involution_forward', threads, x, weight, out, geo)
+    return out
+
+
+def cupy_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geo: Geometry,
+                  need_x_grad: bool = True, need_weight_grad: bool = True, spec: Optional[KernelSpec] = None):
+    """Gradients for ``x`` and ``weight`` (None where not needed); each written once, no atomics."""
+    spec = spec or default_spec(x, geo)
+    grad_x = grad_w = None
+    if need_x_grad:
+        grad_x = torch.empty_like(x, memory_format=_memory_format(x))
+        threads = grad_input_threads(geo, spec.channels_per_thread, spec.pixels_per_thread)
+        _launch(spec, 'involution_grad_input', threads, grad_out, weight, grad_x, geo)
+    if need_weight_grad:
+        grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        threads = grad_weight_threads(geo, spec.wgrad_pixels_per_thread)
+        _launch(spec, 'involution_grad_weight', threads, grad_out, x, grad_w, geo)
+    return grad_x, grad_w
+
+
+class CupyInvolutionFunction(torch.autograd.Function):
+    """Autograd wrapper of the CUDA kernels; takes int pairs like the PyTorch backend's Function."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple,
+                dilation: tuple) -> torch.Tensor:
+        geo = check_inputs(x, weight, stride, padding, dilation)
+        ctx.geo = geo
+        ctx.save_for_backward(x, weight)
+        return cupy_forward(x, weight, geo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w = cupy_backward(grad_out, x, weight, ctx.geo, *ctx.needs_input_grad[:2])
+        return grad_x, grad_w, None, None, None
+
+
+def involution_cupy(x: torch.Tensor, weight: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Run the CuPy backend on checked inputs."""
+    return CupyInvolutionFunction.apply(x, weight, geo.stride, geo.padding, geo.dilation)

@@ -1,0 +1,258 @@
+// Involution forward, input-gradient and weight-gradient kernels for the CuPy backend.
+//
+// cuda_source.py prepends the compile-time constants of one (dtype, shape class):
+//   SCALAR_KIND           0 float16, 1 bfloat16, 2 float32, 3 float64
+//   KERNEL_H/W, STRIDE_H/W, PAD_H/W, DILATION_H/W   the involution geometry
+//   CHANNELS_PER_THREAD   channels of one group a forward / input-gradient thread handles
+//   PIXELS_PER_THREAD     neighbouring columns a forward / input-gradient thread handles
+//   WGRAD_PIXELS_PER_THREAD   neighbouring columns a weight-gradient thread handles
+//   BLOCK_SIZE            threads per block
+//
+// Every thread owns a strip of neighbouring columns in one row, loads each input value it needs once into
+// registers and reuses it for every tap of the strip, and sums in float32 (float64 for float64). A
+// forward thread loads its kernel weights once and applies them to CHANNELS_PER_THREAD channels. The
+// weight-gradient thread sums over all channels of its group itself, so no kernel needs atomics or shared
+// memory, and every thread is independent of the others.
+//
+// Tensors are read and written through element strides, so any memory layout works without a copy. All
+// three kernels share one parameter list (INVOLUTION_PARAMS):
+//   a, b -> result         forward: x, weight -> out; input grad: grad_out, weight -> grad_x;
+//                          weight grad: grad_out, x -> grad_weight
+//   threads                number of threads that have work
+//   channels, group_channels, in_h, in_w, out_h, out_w
+//   a_s*, b_s*, r_s*       six strides per tensor, in elements: (n, c, h, w, 0, 0) for feature maps and
+//                          (n, g, kh, kw, h, w) for weights
+
+#ifndef INVOLUTION_EMULATE_ON_HOST
+#define KERNEL extern "C" __global__ void __launch_bounds__(BLOCK_SIZE)
+#define DEVICE __device__ __forceinline__
+#define THREAD_ID ((long long)blockIdx.x * blockDim.x + threadIdx.x)
+#define LOAD(ptr) __ldg(ptr)
+
+DEVICE float half_bits_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+DEVICE unsigned short float_to_half_bits(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+DEVICE unsigned int float_as_bits(float f) { return __float_as_uint(f); }
+DEVICE float bits_as_float(unsigned int u) { return __uint_as_float(u); }
+#endif
+
+#if SCALAR_KIND == 3
+typedef double scalar_t;
+typedef double acc_t;
+DEVICE acc_t to_acc(scalar_t v) { return v; }
+DEVICE scalar_t from_acc(acc_t v) { return v; }
+#elif SCALAR_KIND == 2
+typedef float scalar_t;
+typedef float acc_t;
+DEVICE acc_t to_acc(scalar_t v) { return v; }
+DEVICE scalar_t from_acc(acc_t v) { return v; }
+#elif SCALAR_KIND == 1
+typedef unsigned short scalar_t;  // bfloat16 bits
+typedef float acc_t;
+DEVICE acc_t to_acc(scalar_t v) { return bits_as_float(((unsigned int)v) << 16); }
+DEVICE scalar_t from_acc(acc_t v) {  // round to nearest even, NaN stays NaN
+    unsigned int u = float_as_bits(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (scalar_t)((u >> 16) | 0x40u);
+    return (scalar_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#else
+typedef unsigned short scalar_t;  // float16 bits
+typedef float acc_t;
+DEVICE acc_t to_acc(scalar_t v) { return half_bits_to_float(v); }
+DEVICE scalar_t from_acc(acc_t v) { return float_to_half_bits(v); }
+#endif
+
+#define FLOOR_DIV(a, b) ((a) >= 0 ? (a) / (b) : -((-(a) + (b) - 1) / (b)))
+// Input columns a strip of PIXELS columns reads for one kernel row.
+#define INPUT_SPAN(PIXELS) (((PIXELS) - 1) * STRIDE_W + (KERNEL_W - 1) * DILATION_W + 1)
+
+#define INVOLUTION_PARAMS                                                                               \
+    const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, scalar_t* __restrict__ result,     \
+        long long threads, int channels, int group_channels, int in_h, int in_w, int out_h, int out_w, \
+        long long a_s0, long long a_s1, long long a_s2, long long a_s3, long long a_s4, long long a_s5,   \
+        long long b_s0, long long b_s1, long long b_s2, long long b_s3, long long b_s4, long long b_s5,   \
+        long long r_s0, long long r_s1, long long r_s2, long long r_s3, long long r_s4, long long r_s5
+
+// Loads `count` input columns starting at `first` of one row, reading zeros outside [0, width).
+#define LOAD_ROW(dst, count, row, first, width, col_stride)                                 \
+    _Pragma("unroll") for (int j = 0; j < (count); ++j) {                                   \
+        const int col = (first) + j;                                                        \
+        dst[j] = (col >= 0 && col < (width)) ? to_acc(LOAD((row) + col * (col_stride))) : acc_t(0); \
+    }
+
+// out[n, c, oh, ow] = sum_{kh, kw} weight[n, g, kh, kw, oh, ow] * x[n, c, oh * S - P + kh * D, ...]
+KERNEL involution_forward(INVOLUTION_PARAMS) {
+    const long long t = THREAD_ID;
+    if (t >= threads) return;
+    const int strips = (out_w + PIXELS_PER_THREAD - 1) / PIXELS_PER_THREAD;
+    const int chunks = group_channels / CHANNELS_PER_THREAD;
+    const int groups = channels / group_channels;
+    long long rest = t;
+    const int ow0 = (int)(rest % strips) * PIXELS_PER_THREAD; rest /= strips;
+    const int oh = (int)(rest % out_h); rest /= out_h;
+    const int chunk = (int)(rest % chunks); rest /= chunks;
+    const int g = (int)(rest % groups);
+    const long long n = rest / groups;
+    const int c0 = g * group_channels + chunk * CHANNELS_PER_THREAD;
+    const scalar_t* weight = b + n * b_s0 + g * b_s1 + oh * b_s4 + ow0 * b_s5;
+    const scalar_t* x = a + n * a_s0 + c0 * a_s1;
+
+    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD];
+#pragma unroll
+    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
+#pragma unroll
+        for (int p = 0; p < PIXELS_PER_THREAD; ++p) acc[c][p] = acc_t(0);
+
+#pragma unroll
+    for (int kh = 0; kh < KERNEL_H; ++kh) {
+        const int ih = oh * STRIDE_H - PAD_H + kh * DILATION_H;
+        if (ih < 0 || ih >= in_h) continue;
+        acc_t w[KERNEL_W][PIXELS_PER_THREAD];
+#pragma unroll
+        for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+            for (int p = 0; p < PIXELS_PER_THREAD; ++p)
+                w[kw][p] = ow0 + p < out_w ? to_acc(LOAD(weight + kh * b_s2 + kw * b_s3 + p * b_s5)) : acc_t(0);
+#pragma unroll
+        for (int c = 0; c < CHANNELS_PER_THREAD; ++c) {
+            acc_t row[INPUT_SPAN(PIXELS_PER_THREAD)];
+            LOAD_ROW(row, INPUT_SPAN(PIXELS_PER_THREAD), x + c * a_s1 + ih * a_s2, ow0 * STRIDE_W - PAD_W, in_w, a_s3);
+#pragma unroll
+            for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+                for (int p = 0; p < PIXELS_PER_THREAD; ++p)
+                    acc[c][p] += w[kw][p] * row[p * STRIDE_W + kw * DILATION_W];
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
+#pragma unroll
+        for (int p = 0; p < PIXELS_PER_THREAD; ++p)
+            if (ow0 + p < out_w)
+                result[n * r_s0 + (c0 + c) * r_s1 + oh * r_s2 + (ow0 + p) * r_s3] = from_acc(acc[c][p]);
+}
+
+// grad_x[n, c, ih, iw] = sum over the (oh, ow, kh, kw) whose tap reads (ih, iw) of
+// grad_out[n, c, oh, ow] * weight[n, g, kh, kw, oh, ow]. A strip starts at a multiple of STRIDE_W
+// (PIXELS_PER_THREAD is one), so which (column, kw) pairs meet an output column is known at compile time.
+KERNEL involution_grad_input(INVOLUTION_PARAMS) {
+    const long long t = THREAD_ID;
+    if (t >= threads) return;
+    const int strips = (in_w + PIXELS_PER_THREAD - 1) / PIXELS_PER_THREAD;
+    const int chunks = group_channels / CHANNELS_PER_THREAD;
+    const int groups = channels / group_channels;
+    long long rest = t;
+    const int iw0 = (int)(rest % strips) * PIXELS_PER_THREAD; rest /= strips;
+    const int ih = (int)(rest % in_h); rest /= in_h;
+    const int chunk = (int)(rest % chunks); rest /= chunks;
+    const int g = (int)(rest % groups);
+    const long long n = rest / groups;
+    const int c0 = g * group_channels + chunk * CHANNELS_PER_THREAD;
+    const int ow_base = iw0 / STRIDE_W;
+    // Output columns the strip meets, relative to ow_base: [FIRST, FIRST + SPAN).
+    constexpr int FIRST = FLOOR_DIV(PAD_W - (KERNEL_W - 1) * DILATION_W, STRIDE_W);
+    constexpr int SPAN = FLOOR_DIV(PIXELS_PER_THREAD - 1 + PAD_W, STRIDE_W) - FIRST + 1;
+    const scalar_t* weight = b + n * b_s0 + g * b_s1;
+    const scalar_t* grad = a + n * a_s0 + c0 * a_s1;
+
+    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD];
+#pragma unroll
+    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
+#pragma unroll
+        for (int p = 0; p < PIXELS_PER_THREAD; ++p) acc[c][p] = acc_t(0);
+
+#pragma unroll
+    for (int kh = 0; kh < KERNEL_H; ++kh) {
+        const int rows_from_top = ih + PAD_H - kh * DILATION_H;
+        if (rows_from_top < 0 || rows_from_top % STRIDE_H != 0) continue;
+        const int oh = rows_from_top / STRIDE_H;
+        if (oh >= out_h) continue;
+        acc_t w[KERNEL_W][PIXELS_PER_THREAD];
+#pragma unroll
+        for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+            for (int p = 0; p < PIXELS_PER_THREAD; ++p) {
+                const int offset = p + PAD_W - kw * DILATION_W;  // compile-time
+                const int ow = ow_base + FLOOR_DIV(offset, STRIDE_W);
+                const bool meets = offset % STRIDE_W == 0 && ow >= 0 && ow < out_w && iw0 + p < in_w;
+                w[kw][p] = meets ? to_acc(LOAD(weight + kh * b_s2 + kw * b_s3 + oh * b_s4 + ow * b_s5)) : acc_t(0);
+            }
+#pragma unroll
+        for (int c = 0; c < CHANNELS_PER_THREAD; ++c) {
+            acc_t row[SPAN];
+            LOAD_ROW(row, SPAN, grad + c * a_s1 + oh * a_s2, ow_base + FIRST, out_w, a_s3);
+#pragma unroll
+            for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+                for (int p = 0; p < PIXELS_PER_THREAD; ++p) {
+                    const int offset = p + PAD_W - kw * DILATION_W;
+                    if (offset % STRIDE_W == 0) acc[c][p] += w[kw][p] * row[FLOOR_DIV(offset, STRIDE_W) - FIRST];
+                }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
+#pragma unroll
+        for (int p = 0; p < PIXELS_PER_THREAD; ++p)
+            if (iw0 + p < in_w)
+                result[n * r_s0 + (c0 + c) * r_s1 + ih * r_s2 + (iw0 + p) * r_s3] = from_acc(acc[c][p]);
+}
+
+// grad_weight[n, g, kh, kw, oh, ow] = sum_{c in group g} grad_out[n, c, oh, ow] * x[n, c, tap(oh, kh), tap(ow, kw)]
+KERNEL involution_grad_weight(INVOLUTION_PARAMS) {
+    const long long t = THREAD_ID;
+    if (t >= threads) return;
+    const int strips = (out_w + WGRAD_PIXELS_PER_THREAD - 1) / WGRAD_PIXELS_PER_THREAD;
+    const int groups = channels / group_channels;
+    long long rest = t;
+    const int ow0 = (int)(rest % strips) * WGRAD_PIXELS_PER_THREAD; rest /= strips;
+    const int oh = (int)(rest % out_h); rest /= out_h;
+    const int g = (int)(rest % groups);
+    const long long n = rest / groups;
+    const scalar_t* grad = a + n * a_s0 + (long long)g * group_channels * a_s1 + oh * a_s2 + ow0 * a_s3;
+    const scalar_t* x = b + n * b_s0 + (long long)g * group_channels * b_s1;
+
+    acc_t acc[KERNEL_H][KERNEL_W][WGRAD_PIXELS_PER_THREAD];
+#pragma unroll
+    for (int kh = 0; kh < KERNEL_H; ++kh)
+#pragma unroll
+        for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+            for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p) acc[kh][kw][p] = acc_t(0);
+
+    for (int c = 0; c < group_channels; ++c) {
+        acc_t grad_here[WGRAD_PIXELS_PER_THREAD];
+#pragma unroll
+        for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
+            grad_here[p] = ow0 + p < out_w ? to_acc(LOAD(grad + c * a_s1 + p * a_s3)) : acc_t(0);
+#pragma unroll
+        for (int kh = 0; kh < KERNEL_H; ++kh) {
+            const int ih = oh * STRIDE_H - PAD_H + kh * DILATION_H;
+            if (ih < 0 || ih >= in_h) continue;
+            acc_t row[INPUT_SPAN(WGRAD_PIXELS_PER_THREAD)];
+            LOAD_ROW(row, INPUT_SPAN(WGRAD_PIXELS_PER_THREAD), x + c * b_s1 + ih * b_s2, ow0 * STRIDE_W - PAD_W,
+                     in_w, b_s3);
+#pragma unroll
+            for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+                for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
+                    acc[kh][kw][p] += grad_here[p] * row[p * STRIDE_W + kw * DILATION_W];
+        }
+    }
+#pragma unroll
+    for (int kh = 0; kh < KERNEL_H; ++kh)
+#pragma unroll
+        for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+            for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
+                if (ow0 + p < out_w)
+                    result[n * r_s0 + g * r_s1 + kh * r_s2 + kw * r_s3 + oh * r_s4 + (ow0 + p) * r_s5] =
+                        from_acc(acc[kh][kw][p]);
+}

@@ -1,0 +1,272 @@
+"""The CUDA kernels without a GPU: their source compiled by nvcc, and the very same source compiled for the CPU
+by g++ and run thread by thread in place of a launch, through the CuPy backend's own Python code and autograd
+Function, against the PyTorch backend.
+
+The kernels use no shared memory, atomics or synchronisation, so running every thread's body in turn is an
+exact emulation of a launch. The GPU tests (test_ops_cuda.py) run the same comparisons on a device.
+"""
+import ctypes
+import functools
+import importlib
+import os.path as osp
+import re
+import shutil
+import subprocess
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from op_cases import SHAPES, make_inputs, pair
+
+from involution_mm.ops import cupy_backend, involution
+from involution_mm.ops.cuda_source import KERNEL_NAMES, KernelSpec, choose_spec
+from involution_mm.ops.cupy_backend import CupyInvolutionFunction, cupy_usable
+from involution_mm.ops.geometry import check_inputs
+
+# What the CUDA-only parts of involution_kernels.cu become on the host: a global thread index, plain loads,
+# and IEEE half conversions through GCC's _Float16.
+HOST_PRELUDE = r'''
+#define INVOLUTION_EMULATE_ON_HOST
+#include <cstring>
+#define KERNEL extern "C" void
+#define DEVICE static inline
+static long long emulated_thread;
+#define THREAD_ID emulated_thread
+#define LOAD(ptr) (*(ptr))
+DEVICE float half_bits_to_float(unsigned short h) { _Float16 v; std::memcpy(&v, &h, 2); return (float)v; }
+DEVICE unsigned short float_to_half_bits(float f) {
+    _Float16 v = (_Float16)f; unsigned short h; std::memcpy(&h, &v, 2); return h;
+}
+DEVICE unsigned int float_as_bits(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+DEVICE float bits_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+'''
+# One exported function per kernel that runs every thread of a launch in turn.
+ARGS = ('a, b, result, threads, channels, group_channels, in_h, in_w, out_h, out_w, a_s0, a_s1, a_s2, a_s3, a_s4, a_s5, '
+        'b_s0, b_s1, b_s2, b_s3, b_s4, b_s5, r_s0, r_s1, r_s2, r_s3, r_s4, r_s5')
+HOST_LAUNCHERS = ''.join(
+    f'extern "C" void emulate_{name}(INVOLUTION_PARAMS) {{\n'
+    f'    for (emulated_thread = 0; emulated_thread < threads; ++emulated_thread) {name}({ARGS});\n}}\n'
+    for name in KERNEL_NAMES)
+dispatcher = importlib.import_module('involution_mm.ops.involution')  # the module, not the function
+ARG_TYPES = [ctypes.c_void_p] * 3 + [ctypes.c_longlong] + [ctypes.c_int] * 6 + [ctypes.c_longlong] * 18
+
+
+@pytest.fixture(scope='session')
+def host_kernels(tmp_path_factory):
+    """spec -> the three kernels compiled for the CPU (each spec compiled once per session)."""
+    if shutil.which('g++') is None:
+        pytest.fail('g++ is needed to run the CUDA kernels on the CPU')
+    build_dir = tmp_path_factory.mktemp('host_kernels')
+
+    @functools.lru_cache(maxsize=None)
+    def load(spec: KernelSpec):
+        stem = osp.join(str(build_dir), f'kernels_{abs(hash(spec))}')
+        with open(stem + '.cpp', 'w') as f:
+            f.write(HOST_PRELUDE + spec.source() + HOST_LAUNCHERS)
+        subprocess.run(['g++', '-O1', '-std=c++17', '-shared', '-fPIC', '-Wall', '-Werror', '-Wno-unknown-pragmas',
+                        stem + '.cpp', '-o', stem + '.so'], check=True)
+        library = ctypes.CDLL(stem + '.so')
+        for name in KERNEL_NAMES:
+            getattr(library, f'emulate_{name}').argtypes = ARG_TYPES
+        return library
+
+    return load
+
+
+@pytest.fixture(params=[0, 10**9], ids=['most-channels-per-thread', 'one-channel-per-thread'])
+def emulated_gpu(request, monkeypatch, host_kernels):
+    """Route the CuPy backend's launches to the host build; ``params`` is the device's resident threads, which
+    decides how many channels a thread takes."""
+
+    def host_launch(spec, name, threads, a, b, result, geo):
+        assert a.device.type == b.device.type == result.device.type == 'cpu'
+        sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
+        strides = [s for t in (a, b, result) for s in list(t.stride()) + [0] * (6 - t.dim())]
+        for t, dims in ((a, 4), (b, b.dim()), (result, result.dim())):
+            assert t.dim() == dims
+        getattr(host_kernels(spec), f'emulate_{name}')(a.data_ptr(), b.data_ptr(), result.data_ptr(), threads,
+                                                       *sizes, *strides)
+
+    monkeypatch.setattr(cupy_backend, '_launch', host_launch)
+    monkeypatch.setattr(cupy_backend, 'resident_threads', lambda device_index: request.param)
+    return request.param
+
+
+def run_kernels(x, weight, stride, padding, dilation):
+    """The CuPy backend's Function on CPU tensors (its kernels emulated); returns out, grad_x, grad_w."""
+    x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+    out = CupyInvolutionFunction.apply(x, weight, pair(stride), pair(padding), pair(dilation))
+    grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(out.dtype)
+    return (out, ) + torch.autograd.grad(out, (x, weight), grad)
+
+
+def run_pytorch(x, weight, stride, padding, dilation):
+    x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+    out = involution(x, weight, stride, padding, dilation, backend='pytorch')
+    grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(out.dtype)
+    return (out, ) + torch.autograd.grad(out, (x, weight), grad)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_kernels_match_pytorch_backend_float64(shape, emulated_gpu):
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation)
+    for got, want, name in zip(run_kernels(x, weight, stride, padding, dilation),
+                               run_pytorch(x, weight, stride, padding, dilation), ('out', 'grad_x', 'grad_w')):
+        torch.testing.assert_close(got, want, msg=name)
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 1e-3), (torch.bfloat16, 8e-3)])
+@pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[6]])
+def test_kernels_in_every_precision(shape, dtype, tol, emulated_gpu):
+    """Same sums in float32 as the PyTorch backend, so the two differ by about one rounding of the result."""
+    *sizes, stride, padding, dilation = shape
+    x, weight = (t.to(dtype) for t in make_inputs(*sizes, stride, padding, dilation))
+    exact = run_pytorch(x.double(), weight.double(), stride, padding, dilation)
+    for got, want, ref, name in zip(run_kernels(x, weight, stride, padding, dilation),
+                                    run_pytorch(x, weight, stride, padding, dilation), exact,
+                                    ('out', 'grad_x', 'grad_w')):
+        assert got.dtype == dtype, name
+        torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item(), msg=name)
+        torch.testing.assert_close(got.double(), want.double(), rtol=2 * tol,
+                                   atol=2 * tol * ref.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[4], SHAPES[6]])
+def test_gradcheck_float64(shape, emulated_gpu):
+    batch, channels, size, groups, kernel, stride, padding, dilation = shape
+    x, weight = make_inputs(1, channels, (5, 6), groups, kernel, stride, padding, dilation)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    function = lambda a, b: CupyInvolutionFunction.apply(a, b, pair(stride), pair(padding), pair(dilation))
+    assert torch.autograd.gradcheck(function, (x, weight))
+
+
+def test_any_memory_layout(emulated_gpu):
+    """channels_last, strided views and a stride-0 (expanded) output gradient are read in place."""
+    x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1)
+    want = run_pytorch(x, weight, 2, 3, 1)
+    wide = torch.randn(2, 64, 9, 10, dtype=x.dtype)
+    wide[:, ::2] = x
+    layouts = {
+        'channels_last': (x.to(memory_format=torch.channels_last), weight),
+        'strided view': (wide[:, ::2], weight),
+        'transposed storage': (x.transpose(2, 3).contiguous().transpose(2, 3),
+                               weight.permute(0, 1, 4, 5, 2, 3).contiguous().permute(0, 1, 4, 5, 2, 3)),
+    }
+    for name, (x_in, w_in) in layouts.items():
+        got = run_kernels(x_in, w_in, 2, 3, 1)
+        for g, w, part in zip(got, want, ('out', 'grad_x', 'grad_w')):
+            torch.testing.assert_close(g, w, msg=f'{name}: {part}')
+    out = CupyInvolutionFunction.apply(layouts['channels_last'][0], weight, (2, 2), (3, 3), (1, 1))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # out.sum() hands backward an expanded gradient whose strides are all 0
+    x_in, w_in = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    CupyInvolutionFunction.apply(x_in, w_in, (2, 2), (3, 3), (1, 1)).sum().backward()
+    x_ref, w_ref = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    involution(x_ref, w_ref, 2, 3, backend='pytorch').sum().backward()
+    torch.testing.assert_close((x_in.grad, w_in.grad), (x_ref.grad, w_ref.grad))
+
+
+def test_only_requested_gradients_are_computed(emulated_gpu, monkeypatch):
+    launched = []
+    host_launch = cupy_backend._launch
+    monkeypatch.setattr(cupy_backend, '_launch', lambda spec, name, *args: (launched.append(name),
+                                                                          host_launch(spec, name, *args)))
+    x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1)
+    weight.requires_grad_(True)
+    out = CupyInvolutionFunction.apply(x, weight, (1, 1), (1, 1), (1, 1))
+    out.sum().backward()
+    assert launched == ['involution_forward', 'involution_grad_weight']
+
+
+def test_empty_batch_launches_nothing(emulated_gpu):
+    x, weight = make_inputs(0, 8, (6, 6), 2, 3, 1, 1, 1)
+    out, grad_x, grad_w = run_kernels(x, weight, 1, 1, 1)
+    assert out.shape == (0, 8, 6, 6) and grad_x.shape == x.shape and grad_w.shape == weight.shape
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_tiling_choice(shape):
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation, dtype=torch.float32)
+    geo = check_inputs(x, weight, stride, padding, dilation)
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        most, fewest = choose_spec(dtype, geo, 0), choose_spec(dtype, geo, 10**9)
+        for spec in (most, fewest):
+            assert geo.group_channels % spec.channels_per_thread == 0
+            assert spec.pixels_per_thread % geo.stride[1] == 0  # the input-gradient kernel relies on it
+            assert spec.wgrad_pixels_per_thread * geo.kernel[0] * geo.kernel[1] <= max(100, 49)
+        assert fewest.channels_per_thread == 1
+        limit = 4 if dtype == torch.float64 else 16
+        assert most.channels_per_thread == max(c for c in (1, 2, 4, 8, 16) if c <= limit
+                                               and geo.group_channels % c == 0)
+
+
+def test_rednet_stage_tiling():
+    """At the RedNet-50 stage shapes (batch 64, 16 channels per group) threads take all 16 channels of their
+    group, so each kernel weight is read once, except where that would leave an H100 (132 x 2048 resident
+    threads) under-filled."""
+    resident = 132 * 2048
+    chosen = {}
+    for channels, size in ((64, 56), (128, 28), (256, 14), (512, 7)):
+        x = torch.empty(64, channels, size, size, device='meta')
+        weight = torch.empty(64, channels // 16, 7, 7, size, size, device='meta')
+        chosen[size] = choose_spec(torch.float16, check_inputs(x, weight, 1, 3, 1), resident).channels_per_thread
+    assert chosen[56] == 16 and chosen[7] < 16
+
+
+def test_cupy_unavailable_is_explained(monkeypatch):
+    cuda_tensor = types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float16)
+    monkeypatch.setattr(cupy_backend, 'import_cupy', lambda: (None, "ModuleNotFoundError: No module named 'cupy'"))
+    usable, reason = cupy_usable(cuda_tensor)
+    assert not usable and "No module named 'cupy'" in reason and 'pip install cupy-cuda12x' in reason
+    assert cupy_usable(types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float8_e4m3fn))[0] is False
+    assert cupy_usable(torch.zeros(1))[1] == 'it runs on CUDA tensors only, and this one is on cpu'
+
+
+def test_auto_choice_is_logged_once_per_device_type(monkeypatch):
+    logged = []
+    monkeypatch.setattr(dispatcher, '_log', lambda message, level: logged.append((message, level)))
+    monkeypatch.setattr(dispatcher, '_ANNOUNCED', {'cpu'})
+    monkeypatch.setattr(cupy_backend, 'import_cupy', lambda: (None, "ModuleNotFoundError: No module named 'cupy'"))
+    cuda_tensor = types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float32)
+    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
+    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
+    assert dispatcher.select_backend(torch.zeros(1)) == 'pytorch'
+    assert len(logged) == 1
+    message, level = logged[0]
+    assert message.startswith("involution: cuda tensors use the 'pytorch' backend: 'cupy' cannot run (CuPy is "
+                              'not importable')
+    assert level == dispatcher.logging.WARNING
+
+
+# The classes RedNet runs (K=7, stride 1 and 2, 16 channels per group) in every dtype, and one odd geometry.
+NVCC_SPECS = [KernelSpec(dtype, (7, 7), (s, s), (3, 3), (1, 1), channels, 2 * s if s > 1 else 4, wgrad)
+              for dtype, channels, wgrad in ((torch.float16, 16, 2), (torch.bfloat16, 16, 2), (torch.float32, 16, 2),
+                                             (torch.float64, 4, 1)) for s in (1, 2)]
+NVCC_SPECS.append(KernelSpec(torch.float16, (3, 5), (1, 3), (1, 2), (2, 1), 2, 6, 4))
+
+
+@pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc is not installed')
+def test_nvcc_compiles_without_register_spills(tmp_path):
+    """nvcc (no GPU needed) builds every kernel for Hopper within the 255 registers that 256-thread blocks
+    allow, without spilling to local memory."""
+
+    def compile_spec(index_spec):
+        index, spec = index_spec
+        source = tmp_path / f'spec{index}.cu'
+        source.write_text(spec.source())
+        proc = subprocess.run(['nvcc', '-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', str(tmp_path / f'{index}.cubin'),
+                               str(source)], capture_output=True, text=True)
+        return spec, proc
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(compile_spec, enumerate(NVCC_SPECS)))
+    for spec, proc in results:
+        assert proc.returncode == 0, f'{spec}:\n{proc.stderr}'
+        report = proc.stderr
+        assert len(re.findall(r'Compiling entry function', report)) == 3, report
+        assert all(int(n) == 0 for n in re.findall(r'(\d+) bytes spill stores', report)), f'{spec}:\n{report}'
+        assert all(int(n) <= 255 for n in re.findall(r'Used (\d+) registers', report)), report
