@@ -14,7 +14,8 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
-INVOLUTION_OP = 'prim::PythonOp.InvolutionFunction'
+# The traced names of the aggregation: the PyTorch backend's Function and the CuPy backend's.
+INVOLUTION_OPS = ('prim::PythonOp.InvolutionFunction', 'prim::PythonOp.CupyInvolutionFunction')
 
 
 def involution_flop_jit(inputs: list, outputs: list) -> int:
@@ -26,7 +27,7 @@ def involution_flop_jit(inputs: list, outputs: list) -> int:
 def flop_analyzer(model: nn.Module, inputs: Tuple[Any, ...]) -> FlopAnalyzer:
     """mmengine's FlopAnalyzer for ``model(*inputs)``, knowing the involution op."""
     analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle(**{INVOLUTION_OP: involution_flop_jit})
+    analyzer.set_op_handle(**{op: involution_flop_jit for op in INVOLUTION_OPS})
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     return analyzer

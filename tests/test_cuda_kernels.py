@@ -270,3 +270,15 @@ def test_nvcc_compiles_without_register_spills(tmp_path):
         assert len(re.findall(r'Compiling entry function', report)) == 3, report
         assert all(int(n) == 0 for n in re.findall(r'(\d+) bytes spill stores', report)), f'{spec}:\n{report}'
         assert all(int(n) <= 255 for n in re.findall(r'Used (\d+) registers', report)), report
+
+
+def test_flop_counter_sees_the_cupy_function(emulated_gpu):
+    from involution_mm.complexity import model_complexity
+
+    class Aggregation(torch.nn.Module):
+        def forward(self, x, weight):
+            return CupyInvolutionFunction.apply(x, weight, (2, 2), (3, 3), (1, 1))
+
+    x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1, dtype=torch.float32)
+    result = model_complexity(Aggregation(), (x, weight))
+    assert result['flops'] == 2 * 32 * 5 * 5 * 49 and not result['uncounted']
