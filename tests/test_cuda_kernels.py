@@ -5,6 +5,7 @@ Function, against the PyTorch backend.
 The kernels use no shared memory, atomics or synchronisation, so running every thread's body in turn is an
 exact emulation of a launch. The GPU tests (test_ops_cuda.py) run the same comparisons on a device.
 """
+import contextlib
 import ctypes
 import functools
 import importlib
@@ -225,6 +226,42 @@ def test_cupy_unavailable_is_explained(monkeypatch):
     assert not usable and "No module named 'cupy'" in reason and 'pip install cupy-cuda12x' in reason
     assert cupy_usable(types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float8_e4m3fn))[0] is False
     assert cupy_usable(torch.zeros(1))[1] == 'it runs on CUDA tensors only, and this one is on cpu'
+
+
+class FakeCupy:
+    """Stands in for an importable CuPy whose NVRTC cannot be loaded, or works."""
+    __version__ = '14.0.0'
+
+    def __init__(self, compile_error=None):
+        self.compile_error = compile_error
+        self.cuda = types.SimpleNamespace(Device=lambda index: contextlib.nullcontext())
+
+    def RawModule(self, code):
+        if self.compile_error:
+            raise self.compile_error
+        return types.SimpleNamespace(get_function=lambda name: name)
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    def install(compile_error=None):
+        monkeypatch.setattr(cupy_backend, 'import_cupy', lambda: (FakeCupy(compile_error), None))
+        cupy_backend.device_problem.cache_clear()
+    yield install
+    cupy_backend.device_problem.cache_clear()
+
+
+def test_cupy_that_cannot_compile_is_not_used(fake_cupy, monkeypatch):
+    monkeypatch.setattr(dispatcher, '_ANNOUNCED', {'cpu', 'cuda'})
+    cuda_tensor = types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float32)
+    fake_cupy(RuntimeError('CuPy failed to load libnvrtc.so.12'))
+    usable, reason = cupy_usable(cuda_tensor)
+    assert not usable
+    assert reason.startswith('CuPy 14.0.0 cannot compile kernels for cuda:0 (RuntimeError: CuPy failed to load '
+                             'libnvrtc.so.12); pip install cupy-cuda12x')
+    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
+    fake_cupy()
+    assert cupy_usable(cuda_tensor) == (True, 'CuPy 14.0.0 compiles kernels for cuda:0')
 
 
 def test_auto_choice_is_logged_once_per_device_type(monkeypatch):

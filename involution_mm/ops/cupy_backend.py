@@ -29,6 +29,22 @@ def import_cupy():
     return cupy, None
 
 
+_PROBE_SOURCE = 'extern "C" __global__ void involution_probe(float* out) { out[0] = 1.0f; }'
+
+
+@functools.lru_cache(maxsize=None)
+def device_problem(device_index: int) -> Optional[str]:
+    """None when CuPy compiles and loads a kernel for this device, else what went wrong (a missing NVRTC
+    library, a CuPy built for a newer CUDA than the driver...); tried once per device and process."""
+    cupy = import_cupy()[0]
+    try:
+        with cupy.cuda.Device(device_index):
+            cupy.RawModule(code=_PROBE_SOURCE).get_function('involution_probe')
+    except Exception as error:
+        return f'{type(error).__name__}: {error}'
+    return None
+
+
 def cupy_usable(x: torch.Tensor) -> Tuple[bool, str]:
     """Whether the CuPy backend can run on ``x``, and why (for the dispatcher's log line and errors)."""
     if x.device.type != 'cuda':
@@ -38,7 +54,11 @@ def cupy_usable(x: torch.Tensor) -> Tuple[bool, str]:
     cupy, error = import_cupy()
     if cupy is None:
         return False, f'CuPy is not importable ({error}); {INSTALL_HINT}'
-    return True, f'CuPy {cupy.__version__} is importable'
+    device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    problem = device_problem(device)
+    if problem is not None:
+        return False, f'CuPy {cupy.__version__} cannot compile kernels for cuda:{device} ({problem}); {INSTALL_HINT}'
+    return True, f'CuPy {cupy.__version__} compiles kernels for cuda:{device}'
 
 
 @functools.lru_cache(maxsize=None)
