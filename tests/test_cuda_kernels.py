@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import importlib.util
 import os.path as osp
 import re
 import shutil
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from conftest import REPO
 from op_cases import SHAPES, make_inputs, pair
 
 from involution_mm.ops import cupy_backend, involution
@@ -320,3 +322,15 @@ def test_flop_counter_sees_the_cupy_function(emulated_gpu):
     x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1, dtype=torch.float32)
     result = model_complexity(Aggregation(), (x, weight))
     assert result['flops'] == 2 * 32 * 5 * 5 * 49 and not result['uncounted']
+
+
+def test_benchmark_tiling_sweep_runs(emulated_gpu):
+    """tools/benchmark.py --tiling, whose code otherwise runs only on a GPU, on the emulated kernels."""
+    spec = importlib.util.spec_from_file_location('benchmark_tool', osp.join(REPO, 'tools', 'benchmark.py'))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    x, weight = make_inputs(1, 16, (7, 7), 1, 7, 1, 3, 1, dtype=torch.float32)
+    lines = benchmark._tiling_lines(4, x, weight, torch.randn_like(x), lambda fn: (fn(), 1e-3)[1])
+    assert lines[0].startswith('# stage 4, CuPy kernels by channels per thread')
+    assert [line[3:5] for line in lines[1:]] == [' 1', ' 2', ' 4', ' 8', '16']
+    assert sum('*' in line for line in lines) == 1
