@@ -10,11 +10,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from .cuda_source import (BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec, forward_threads,
                           grad_input_threads, grad_weight_threads)
-from .geometry import Geometry, check_inputs
+from .function import involution_function
+from .geometry import Geometry
 
 INSTALL_HINT = 'pip install cupy-cuda12x or cupy-cuda13x, whichever matches your CUDA driver'
 
@@ -140,25 +140,6 @@ def cupy_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return grad_x, grad_w
 
 
-class CupyInvolutionFunction(torch.autograd.Function):
-    """Autograd wrapper of the CUDA kernels; takes int pairs like the PyTorch backend's Function."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple,
-                dilation: tuple) -> torch.Tensor:
-        geo = check_inputs(x, weight, stride, padding, dilation)
-        ctx.geo = geo
-        ctx.save_for_backward(x, weight)
-        return cupy_forward(x, weight, geo)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x, grad_w = cupy_backward(grad_out, x, weight, ctx.geo, *ctx.needs_input_grad[:2])
-        return grad_x, grad_w, None, None, None
-
-
-def involution_cupy(x: torch.Tensor, weight: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """Run the CuPy backend on checked inputs."""
-    return CupyInvolutionFunction.apply(x, weight, geo.stride, geo.padding, geo.dilation)
+# Named so for traces and the FLOP counter (involution_mm.complexity).
+CupyInvolutionFunction = involution_function('CupyInvolutionFunction', cupy_forward, cupy_backward)
+involution_cupy = CupyInvolutionFunction.run  # run the CuPy backend on checked inputs

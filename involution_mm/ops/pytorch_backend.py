@@ -6,9 +6,9 @@ forward pass or the backward pass, and no padded copy of the input either (``Geo
 to the in-bounds region). Half-precision inputs accumulate in float32.
 """
 import torch
-from torch.autograd.function import once_differentiable
 
-from .geometry import Geometry, check_inputs
+from .function import involution_function
+from .geometry import Geometry
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -60,29 +60,6 @@ def involution_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.T
     return (None if grad_x is None else grad_x.to(x.dtype)), grad_w
 
 
-class InvolutionFunction(torch.autograd.Function):
-    """Autograd wrapper: the backward pass computes both gradients directly, tap by tap.
-
-    Takes (h, w) int pairs rather than a Geometry, so that ``torch.jit.trace`` (and the FLOP counters built
-    on it) can record the call.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple, padding: tuple,
-                dilation: tuple) -> torch.Tensor:
-        geo = check_inputs(x, weight, stride, padding, dilation)
-        ctx.geo = geo
-        ctx.save_for_backward(x, weight)
-        return involution_forward(x, weight, geo)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x, grad_w = involution_backward(grad_out, x, weight, ctx.geo, *ctx.needs_input_grad[:2])
-        return grad_x, grad_w, None, None, None
-
-
-def involution_pytorch(x: torch.Tensor, weight: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """Run the PyTorch backend on checked inputs."""
-    return InvolutionFunction.apply(x, weight, geo.stride, geo.padding, geo.dilation)
+# Named so for traces and the FLOP counter (involution_mm.complexity).
+InvolutionFunction = involution_function('InvolutionFunction', involution_forward, involution_backward)
+involution_pytorch = InvolutionFunction.run  # run the PyTorch backend on checked inputs
