@@ -82,7 +82,8 @@ def emulated_gpu(request, monkeypatch, host_kernels):
     """Route the CuPy backend's launches to the host build; ``params`` is the device's resident threads, which
     decides how many channels a thread takes."""
 
-    def host_launch(spec, name, threads, a, b, result, geo):
+    def host_launch(spec, name, a, b, result, geo):
+        threads = spec.threads(name, geo)
         assert a.device.type == b.device.type == result.device.type == 'cpu'
         sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
         strides = [s for t in (a, b, result) for s in list(t.stride()) + [0] * (6 - t.dim())]

@@ -4,7 +4,7 @@ Pure Python: nothing here needs CuPy or a GPU, so the sources can be built (and 
 compiler) anywhere.
 """
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -49,6 +49,18 @@ class KernelSpec:
             'BLOCK_SIZE': BLOCK_SIZE,
         }
 
+    def threads(self, kernel_name: str, geo: Geometry) -> int:
+        """Threads a kernel starts: one per (sample, unit, row, strip of columns) of the map it writes (or, for
+        the input gradient, reads back to), where a unit is a chunk of channels, or a group for the weight
+        gradient, which sums over the group's channels in one thread. The kernels decode the same order."""
+        chunks = geo.channels // self.channels_per_thread
+        units, (height, width), pixels = {
+            'involution_forward': (chunks, geo.out_size, self.pixels_per_thread),
+            'involution_grad_input': (chunks, geo.in_size, self.pixels_per_thread),
+            'involution_grad_weight': (geo.groups, geo.out_size, self.wgrad_pixels_per_thread),
+        }[kernel_name]
+        return geo.batch * units * height * -(-width // pixels)
+
     def source(self) -> str:
         """The kernel source with this variant's constants defined in front."""
         header = ''.join(f'#define {name} {value}\n' for name, value in self.defines().items())
@@ -60,32 +72,14 @@ def _kernel_file_text() -> str:
     return KERNEL_FILE.read_text()
 
 
-def forward_threads(geo: Geometry, channels_per_thread: int, pixels_per_thread: int) -> int:
-    """Threads the forward kernel starts: one per (sample, channel chunk, output row, strip of columns)."""
-    strips = -(-geo.out_size[1] // pixels_per_thread)
-    return geo.batch * (geo.channels // channels_per_thread) * geo.out_size[0] * strips
-
-
-def grad_input_threads(geo: Geometry, channels_per_thread: int, pixels_per_thread: int) -> int:
-    """Threads of the input-gradient kernel: one per (sample, channel chunk, input row, strip of columns)."""
-    strips = -(-geo.in_size[1] // pixels_per_thread)
-    return geo.batch * (geo.channels // channels_per_thread) * geo.in_size[0] * strips
-
-
-def grad_weight_threads(geo: Geometry, pixels_per_thread: int) -> int:
-    """Threads of the weight-gradient kernel: one per (sample, group, output row, strip of columns)."""
-    strips = -(-geo.out_size[1] // pixels_per_thread)
-    return geo.batch * geo.groups * geo.out_size[0] * strips
-
-
 def choose_spec(dtype: torch.dtype, geo: Geometry, resident_threads: int) -> KernelSpec:
     """Pick the tiling for a call.
 
     A forward thread takes the most channels of its group (up to 16, 4 in float64) that still start at least
     half of ``resident_threads`` (what the GPU keeps in flight at once; each thread has many independent
     loads, so half is enough to hide latency): large maps read each kernel weight once, small maps still fill
-    the device. Strips are 4 columns (2 in float64), rounded up to a
-    multiple of the horizontal stride, which the input-gradient kernel needs. The weight-gradient strip keeps
+    the device. Strips are 4 columns (2 in float64), rounded up to a multiple of the horizontal stride, which
+    the input-gradient kernel needs. The weight-gradient strip keeps
     its ``K_h * K_w * strip`` accumulators within about 100 registers.
     """
     channels = 1
@@ -93,8 +87,9 @@ def choose_spec(dtype: torch.dtype, geo: Geometry, resident_threads: int) -> Ker
         channels *= 2
     stride_w = geo.stride[1]
     pixels = stride_w * -(-_FORWARD_PIXELS.get(dtype, 4) // stride_w)
-    while channels > 1 and 2 * forward_threads(geo, channels, pixels) < resident_threads:
-        channels //= 2
     taps = geo.kernel[0] * geo.kernel[1]
     wgrad_pixels = max(1, min(4, _WGRAD_ACCUMULATORS.get(dtype, 100) // taps))
-    return KernelSpec(dtype, geo.kernel, geo.stride, geo.padding, geo.dilation, channels, pixels, wgrad_pixels)
+    spec = KernelSpec(dtype, geo.kernel, geo.stride, geo.padding, geo.dilation, channels, pixels, wgrad_pixels)
+    while spec.channels_per_thread > 1 and 2 * spec.threads('involution_forward', geo) < resident_threads:
+        spec = replace(spec, channels_per_thread=spec.channels_per_thread // 2)
+    return spec

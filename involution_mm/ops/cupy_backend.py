@@ -11,8 +11,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .cuda_source import (BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec, forward_threads,
-                          grad_input_threads, grad_weight_threads)
+from .cuda_source import BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec
 from .function import involution_function
 from .geometry import Geometry
 
@@ -86,8 +85,9 @@ def _strides(t: torch.Tensor) -> list:
     return [np.int64(s) for s in t.stride()] + [np.int64(0)] * (6 - t.dim())
 
 
-def _launch(spec: KernelSpec, name: str, threads: int, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
+def _launch(spec: KernelSpec, name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
             geo: Geometry) -> None:
+    threads = spec.threads(name, geo)
     if threads == 0:
         return
     cupy = import_cupy()[0]
@@ -119,8 +119,7 @@ def cupy_forward(x: torch.Tensor, weight: torch.Tensor, geo: Geometry, spec: Opt
     spec = spec or default_spec(x, geo)
     out = torch.empty((geo.batch, geo.channels) + geo.out_size, dtype=x.dtype, device=x.device,
                       memory_format=_memory_format(x))
-    threads = forward_threads(geo, spec.channels_per_thread, spec.pixels_per_thread)
-    _launch(spec, 'involution_forward', threads, x, weight, out, geo)
+    _launch(spec, 'involution_forward', x, weight, out, geo)
     return out
 
 
@@ -131,12 +130,10 @@ def cupy_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     grad_x = grad_w = None
     if need_x_grad:
         grad_x = torch.empty_like(x, memory_format=_memory_format(x))
-        threads = grad_input_threads(geo, spec.channels_per_thread, spec.pixels_per_thread)
-        _launch(spec, 'involution_grad_input', threads, grad_out, weight, grad_x, geo)
+        _launch(spec, 'involution_grad_input', grad_out, weight, grad_x, geo)
     if need_weight_grad:
         grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
-        threads = grad_weight_threads(geo, spec.wgrad_pixels_per_thread)
-        _launch(spec, 'involution_grad_weight', threads, grad_out, x, grad_w, geo)
+        _launch(spec, 'involution_grad_weight', grad_out, x, grad_w, geo)
     return grad_x, grad_w
 
 

@@ -87,28 +87,47 @@ DEVICE scalar_t from_acc(acc_t v) { return float_to_half_bits(v); }
         dst[j] = (col >= 0 && col < (width)) ? to_acc(LOAD((row) + col * (col_stride))) : acc_t(0); \
     }
 
+// What thread t computes: the strip of columns [col0, col0 + pixels) in row `row` of a map `width` wide and
+// `height` high, for channel chunk `chunk` (of `chunks`) of group g of sample n. Strips vary fastest, then
+// rows, chunks, groups and samples: the order KernelSpec.threads counts them in.
+struct Strip {
+    long long n;
+    int g, chunk, row, col0;
+};
+DEVICE Strip strip_of(long long t, int height, int width, int pixels, int chunks, int groups) {
+    Strip s;
+    const int strips = (width + pixels - 1) / pixels;
+    s.col0 = (int)(t % strips) * pixels; t /= strips;
+    s.row = (int)(t % height); t /= height;
+    s.chunk = (int)(t % chunks); t /= chunks;
+    s.g = (int)(t % groups);
+    s.n = t / groups;
+    return s;
+}
+
+// Writes a forward or input-gradient thread's sums to map[n, c0 + c, row, col0 + p], inside `width`.
+DEVICE void store_strip(scalar_t* __restrict__ map, const acc_t (&acc)[CHANNELS_PER_THREAD][PIXELS_PER_THREAD],
+                        const Strip& s, int c0, int width, long long s0, long long s1, long long s2, long long s3) {
+#pragma unroll
+    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
+#pragma unroll
+        for (int p = 0; p < PIXELS_PER_THREAD; ++p)
+            if (s.col0 + p < width)
+                map[s.n * s0 + (c0 + c) * s1 + s.row * s2 + (s.col0 + p) * s3] = from_acc(acc[c][p]);
+}
+
 // out[n, c, oh, ow] = sum_{kh, kw} weight[n, g, kh, kw, oh, ow] * x[n, c, oh * S - P + kh * D, ...]
 KERNEL involution_forward(INVOLUTION_PARAMS) {
     const long long t = THREAD_ID;
     if (t >= threads) return;
-    const int strips = (out_w + PIXELS_PER_THREAD - 1) / PIXELS_PER_THREAD;
-    const int chunks = group_channels / CHANNELS_PER_THREAD;
-    const int groups = channels / group_channels;
-    long long rest = t;
-    const int ow0 = (int)(rest % strips) * PIXELS_PER_THREAD; rest /= strips;
-    const int oh = (int)(rest % out_h); rest /= out_h;
-    const int chunk = (int)(rest % chunks); rest /= chunks;
-    const int g = (int)(rest % groups);
-    const long long n = rest / groups;
-    const int c0 = g * group_channels + chunk * CHANNELS_PER_THREAD;
+    const Strip s = strip_of(t, out_h, out_w, PIXELS_PER_THREAD, group_channels / CHANNELS_PER_THREAD,
+                             channels / group_channels);
+    const int oh = s.row, ow0 = s.col0, g = s.g;
+    const long long n = s.n;
+    const int c0 = g * group_channels + s.chunk * CHANNELS_PER_THREAD;
     const scalar_t* weight = b + n * b_s0 + g * b_s1 + oh * b_s4 + ow0 * b_s5;
     const scalar_t* x = a + n * a_s0 + c0 * a_s1;
-
-    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD];
-#pragma unroll
-    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
-#pragma unroll
-        for (int p = 0; p < PIXELS_PER_THREAD; ++p) acc[c][p] = acc_t(0);
+    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD] = {};
 
 #pragma unroll
     for (int kh = 0; kh < KERNEL_H; ++kh) {
@@ -131,12 +150,7 @@ KERNEL involution_forward(INVOLUTION_PARAMS) {
                     acc[c][p] += w[kw][p] * row[p * STRIDE_W + kw * DILATION_W];
         }
     }
-#pragma unroll
-    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
-#pragma unroll
-        for (int p = 0; p < PIXELS_PER_THREAD; ++p)
-            if (ow0 + p < out_w)
-                result[n * r_s0 + (c0 + c) * r_s1 + oh * r_s2 + (ow0 + p) * r_s3] = from_acc(acc[c][p]);
+    store_strip(result, acc, s, c0, out_w, r_s0, r_s1, r_s2, r_s3);
 }
 
 // grad_x[n, c, ih, iw] = sum over the (oh, ow, kh, kw) whose tap reads (ih, iw) of
@@ -145,28 +159,18 @@ KERNEL involution_forward(INVOLUTION_PARAMS) {
 KERNEL involution_grad_input(INVOLUTION_PARAMS) {
     const long long t = THREAD_ID;
     if (t >= threads) return;
-    const int strips = (in_w + PIXELS_PER_THREAD - 1) / PIXELS_PER_THREAD;
-    const int chunks = group_channels / CHANNELS_PER_THREAD;
-    const int groups = channels / group_channels;
-    long long rest = t;
-    const int iw0 = (int)(rest % strips) * PIXELS_PER_THREAD; rest /= strips;
-    const int ih = (int)(rest % in_h); rest /= in_h;
-    const int chunk = (int)(rest % chunks); rest /= chunks;
-    const int g = (int)(rest % groups);
-    const long long n = rest / groups;
-    const int c0 = g * group_channels + chunk * CHANNELS_PER_THREAD;
+    const Strip s = strip_of(t, in_h, in_w, PIXELS_PER_THREAD, group_channels / CHANNELS_PER_THREAD,
+                             channels / group_channels);
+    const int ih = s.row, iw0 = s.col0, g = s.g;
+    const long long n = s.n;
+    const int c0 = g * group_channels + s.chunk * CHANNELS_PER_THREAD;
     const int ow_base = iw0 / STRIDE_W;
     // Output columns the strip meets, relative to ow_base: [FIRST, FIRST + SPAN).
     constexpr int FIRST = FLOOR_DIV(PAD_W - (KERNEL_W - 1) * DILATION_W, STRIDE_W);
     constexpr int SPAN = FLOOR_DIV(PIXELS_PER_THREAD - 1 + PAD_W, STRIDE_W) - FIRST + 1;
     const scalar_t* weight = b + n * b_s0 + g * b_s1;
     const scalar_t* grad = a + n * a_s0 + c0 * a_s1;
-
-    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD];
-#pragma unroll
-    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
-#pragma unroll
-        for (int p = 0; p < PIXELS_PER_THREAD; ++p) acc[c][p] = acc_t(0);
+    acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD] = {};
 
 #pragma unroll
     for (int kh = 0; kh < KERNEL_H; ++kh) {
@@ -197,35 +201,19 @@ KERNEL involution_grad_input(INVOLUTION_PARAMS) {
                 }
         }
     }
-#pragma unroll
-    for (int c = 0; c < CHANNELS_PER_THREAD; ++c)
-#pragma unroll
-        for (int p = 0; p < PIXELS_PER_THREAD; ++p)
-            if (iw0 + p < in_w)
-                result[n * r_s0 + (c0 + c) * r_s1 + ih * r_s2 + (iw0 + p) * r_s3] = from_acc(acc[c][p]);
+    store_strip(result, acc, s, c0, in_w, r_s0, r_s1, r_s2, r_s3);
 }
 
 // grad_weight[n, g, kh, kw, oh, ow] = sum_{c in group g} grad_out[n, c, oh, ow] * x[n, c, tap(oh, kh), tap(ow, kw)]
 KERNEL involution_grad_weight(INVOLUTION_PARAMS) {
     const long long t = THREAD_ID;
     if (t >= threads) return;
-    const int strips = (out_w + WGRAD_PIXELS_PER_THREAD - 1) / WGRAD_PIXELS_PER_THREAD;
-    const int groups = channels / group_channels;
-    long long rest = t;
-    const int ow0 = (int)(rest % strips) * WGRAD_PIXELS_PER_THREAD; rest /= strips;
-    const int oh = (int)(rest % out_h); rest /= out_h;
-    const int g = (int)(rest % groups);
-    const long long n = rest / groups;
+    const Strip s = strip_of(t, out_h, out_w, WGRAD_PIXELS_PER_THREAD, 1, channels / group_channels);
+    const int oh = s.row, ow0 = s.col0, g = s.g;
+    const long long n = s.n;
     const scalar_t* grad = a + n * a_s0 + (long long)g * group_channels * a_s1 + oh * a_s2 + ow0 * a_s3;
     const scalar_t* x = b + n * b_s0 + (long long)g * group_channels * b_s1;
-
-    acc_t acc[KERNEL_H][KERNEL_W][WGRAD_PIXELS_PER_THREAD];
-#pragma unroll
-    for (int kh = 0; kh < KERNEL_H; ++kh)
-#pragma unroll
-        for (int kw = 0; kw < KERNEL_W; ++kw)
-#pragma unroll
-            for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p) acc[kh][kw][p] = acc_t(0);
+    acc_t acc[KERNEL_H][KERNEL_W][WGRAD_PIXELS_PER_THREAD] = {};
 
     for (int c = 0; c < group_channels; ++c) {
         acc_t grad_here[WGRAD_PIXELS_PER_THREAD];
