@@ -40,3 +40,16 @@ SHAPES = [
     (1, 6, (5, 6), 3, 3, 1, 4, 1),  # padding wider than the kernel reach
     (3, 4, (1, 1), 1, 3, 1, 1, 1),  # a 1x1 map
 ]
+
+
+def memory_layouts(x, weight):
+    """The same values as ``(x, weight)`` in other memory layouts: name -> (x, weight)."""
+    batch, channels, height, width = x.shape
+    wide = torch.randn(batch, 2 * channels, height, width, dtype=x.dtype, device=x.device)
+    wide[:, ::2] = x
+    return {
+        'channels_last': (x.to(memory_format=torch.channels_last), weight),
+        'strided view': (wide[:, ::2], weight),
+        'transposed storage': (x.transpose(2, 3).contiguous().transpose(2, 3),
+                               weight.permute(0, 1, 4, 5, 2, 3).contiguous().permute(0, 1, 4, 5, 2, 3)),
+    }

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from conftest import REPO
-from op_cases import SHAPES, make_inputs, pair
+from op_cases import SHAPES, make_inputs, memory_layouts, pair
 
 from involution_mm.ops import cupy_backend, involution
 from involution_mm.ops.cuda_source import KERNEL_NAMES, KernelSpec, choose_spec
@@ -151,14 +151,7 @@ def test_any_memory_layout(emulated_gpu):
     """channels_last, strided views and a stride-0 (expanded) output gradient are read in place."""
     x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1)
     want = run_pytorch(x, weight, 2, 3, 1)
-    wide = torch.randn(2, 64, 9, 10, dtype=x.dtype)
-    wide[:, ::2] = x
-    layouts = {
-        'channels_last': (x.to(memory_format=torch.channels_last), weight),
-        'strided view': (wide[:, ::2], weight),
-        'transposed storage': (x.transpose(2, 3).contiguous().transpose(2, 3),
-                               weight.permute(0, 1, 4, 5, 2, 3).contiguous().permute(0, 1, 4, 5, 2, 3)),
-    }
+    layouts = memory_layouts(x, weight)
     for name, (x_in, w_in) in layouts.items():
         got = run_kernels(x_in, w_in, 2, 3, 1)
         for g, w, part in zip(got, want, ('out', 'grad_x', 'grad_w')):

@@ -1,7 +1,7 @@
 """The involution op against the unfold formula, its gradients, dtypes, layouts, memory and errors."""
 import pytest
 import torch
-from op_cases import SHAPES, make_inputs, pair, unfold_reference
+from op_cases import SHAPES, make_inputs, memory_layouts, pair, unfold_reference
 
 from involution_mm.ops import available_backends, involution, select_backend
 from involution_mm.profiling import peak_memory_bytes
@@ -63,14 +63,7 @@ def test_low_precision_against_float32(dtype, tol, shape):
 def test_channels_last_and_non_contiguous_inputs():
     x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1)
     expected = unfold_reference(x, weight, (2, 2), (3, 3), (1, 1))
-    wide = torch.randn(2, 64, 9, 10, dtype=x.dtype)
-    wide[:, ::2] = x
-    layouts = {
-        'channels_last': (x.to(memory_format=torch.channels_last), weight),
-        'strided view': (wide[:, ::2], weight),
-        'transposed storage': (x.transpose(2, 3).contiguous().transpose(2, 3),
-                               weight.permute(0, 1, 4, 5, 2, 3).contiguous().permute(0, 1, 4, 5, 2, 3)),
-    }
+    layouts = memory_layouts(x, weight)
     for name, (x_in, w_in) in layouts.items():
         x_in = x_in.detach().requires_grad_(True)
         w_in = w_in.detach().requires_grad_(True)
