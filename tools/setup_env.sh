@@ -54,6 +54,11 @@ if ! have openmim==0.3.9 click==* model-index==* pandas==2.2.3 tabulate==*; then
     pip install -q --no-deps "openmim==0.3.9"
     pip install -q click colorama model-index pandas requests rich tabulate
 fi
+if ! have nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37; then
+    # SASS disassembler for tools/kernel_report.py and its test (about 6 MB; no GPU needed)
+    echo "[setup] installing cuobjdump and nvdisasm 13.5"
+    pip install -q "nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37"
+fi
 if ! have involution-mm==*; then
     echo "[setup] installing involution-mm (editable)"
     pip install -q --no-deps --no-build-isolation -e .

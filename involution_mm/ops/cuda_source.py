@@ -17,11 +17,13 @@ KERNEL_NAMES = ('involution_forward', 'involution_grad_input', 'involution_grad_
 BLOCK_SIZE = 256  # threads per block: accepted by every CUDA device, with __launch_bounds__ in the source
 SCALAR_KINDS = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 
-# Registers one thread may spend on accumulators, in accumulator-sized words (float32, or float64 for float64).
-_FORWARD_CHANNELS = {torch.float64: 4}  # channels per forward thread at most; 16 for the others
-_FORWARD_PIXELS = {torch.float64: 2}  # columns per forward thread before rounding to the stride; 4 otherwise
-_WGRAD_ACCUMULATORS = {torch.float64: 50}  # 100 otherwise
-
+# Per-thread tiling limits, which keep the kernels within 255 registers without spilling (checked by nvcc in
+# tests/test_cuda_kernels.py): channels per forward / input-gradient thread, at stride 1 and strided; columns
+# per forward thread (rounded up to the stride); columns per weight-gradient thread.
+_CHANNELS = {torch.float64: (4, 4)}  # (16, 8) for the others
+_PIXELS = {torch.float64: 2}  # 4 for the others
+_WGRAD_PIXELS = {torch.float64: 4}  # 8 for the others
+_WGRAD_ACCUMULATORS = 64  # K_w * weight-gradient columns at most
 
 @dataclass(frozen=True)
 class KernelSpec:
@@ -34,6 +36,7 @@ class KernelSpec:
     channels_per_thread: int
     pixels_per_thread: int
     wgrad_pixels_per_thread: int
+    contiguous_rows: bool = False  # every tensor of the launch has unit stride along its last (column) axis
 
     def defines(self) -> Dict[str, int]:
         """The compile-time constants ``involution_kernels.cu`` expects."""
@@ -46,20 +49,31 @@ class KernelSpec:
             'CHANNELS_PER_THREAD': self.channels_per_thread,
             'PIXELS_PER_THREAD': self.pixels_per_thread,
             'WGRAD_PIXELS_PER_THREAD': self.wgrad_pixels_per_thread,
+            'CONTIGUOUS_ROWS': int(self.contiguous_rows),
             'BLOCK_SIZE': BLOCK_SIZE,
         }
 
     def threads(self, kernel_name: str, geo: Geometry) -> int:
         """Threads a kernel starts: one per (sample, unit, row, strip of columns) of the map it writes (or, for
-        the input gradient, reads back to), where a unit is a chunk of channels, or a group for the weight
-        gradient, which sums over the group's channels in one thread. The kernels decode the same order."""
+        the input gradient, reads back to), where a unit is a chunk of channels, or for the weight gradient a
+        (group, kernel row) pair, whose thread sums over the group's channels. The kernels decode the same order."""
         chunks = geo.channels // self.channels_per_thread
         units, (height, width), pixels = {
             'involution_forward': (chunks, geo.out_size, self.pixels_per_thread),
             'involution_grad_input': (chunks, geo.in_size, self.pixels_per_thread),
-            'involution_grad_weight': (geo.groups, geo.out_size, self.wgrad_pixels_per_thread),
+            'involution_grad_weight': (geo.groups * self.kernel[0], geo.out_size, self.wgrad_pixels_per_thread),
         }[kernel_name]
         return geo.batch * units * height * -(-width // pixels)
+
+    def for_tensors(self, *tensors: torch.Tensor) -> 'KernelSpec':
+        """The variant that launches on ``tensors``: compiled for unit column strides when every tensor has
+        one (its last axis), and, for strided classes on other layouts, at most 4 channels per thread, which
+        keeps the half-precision forward from spilling registers."""
+        contiguous_rows = all(t.stride(-1) == 1 for t in tensors)
+        channels = self.channels_per_thread
+        if not contiguous_rows and max(self.stride) > 1:
+            channels = min(channels, 4)
+        return replace(self, contiguous_rows=contiguous_rows, channels_per_thread=channels)
 
     def source(self) -> str:
         """The kernel source with this variant's constants defined in front."""
@@ -75,20 +89,21 @@ def _kernel_file_text() -> str:
 def choose_spec(dtype: torch.dtype, geo: Geometry, resident_threads: int) -> KernelSpec:
     """Pick the tiling for a call.
 
-    A forward thread takes the most channels of its group (up to 16, 4 in float64) that still start at least
-    half of ``resident_threads`` (what the GPU keeps in flight at once; each thread has many independent
-    loads, so half is enough to hide latency): large maps read each kernel weight once, small maps still fill
-    the device. Strips are 4 columns (2 in float64), rounded up to a multiple of the horizontal stride, which
-    the input-gradient kernel needs. The weight-gradient strip keeps
-    its ``K_h * K_w * strip`` accumulators within about 100 registers.
+    A forward or input-gradient thread takes the most channels of its group (up to 16, 8 when strided, 4 in
+    float64) that still start at least half of ``resident_threads`` (what the GPU keeps in flight at once;
+    each thread has many independent loads, so half is enough to hide latency): large maps read each kernel
+    weight once, small maps still fill the device. Its strip is 4 columns (2 in float64), rounded up to a
+    multiple of the horizontal stride, which the input-gradient kernel needs. A weight-gradient thread sums
+    one kernel row for a strip of 8 columns (4 in float64), with at most 64 accumulators.
     """
+    strided = max(geo.stride) > 1
+    most_channels = _CHANNELS.get(dtype, (16, 8))[strided]
     channels = 1
-    while (channels * 2 <= _FORWARD_CHANNELS.get(dtype, 16) and geo.group_channels % (channels * 2) == 0):
+    while channels * 2 <= most_channels and geo.group_channels % (channels * 2) == 0:
         channels *= 2
     stride_w = geo.stride[1]
-    pixels = stride_w * -(-_FORWARD_PIXELS.get(dtype, 4) // stride_w)
-    taps = geo.kernel[0] * geo.kernel[1]
-    wgrad_pixels = max(1, min(4, _WGRAD_ACCUMULATORS.get(dtype, 100) // taps))
+    pixels = stride_w * -(-_PIXELS.get(dtype, 4) // stride_w)
+    wgrad_pixels = max(1, min(_WGRAD_PIXELS.get(dtype, 8), _WGRAD_ACCUMULATORS // geo.kernel[1]))
     spec = KernelSpec(dtype, geo.kernel, geo.stride, geo.padding, geo.dilation, channels, pixels, wgrad_pixels)
     while spec.channels_per_thread > 1 and 2 * spec.threads('involution_forward', geo) < resident_threads:
         spec = replace(spec, channels_per_thread=spec.channels_per_thread // 2)

@@ -85,11 +85,26 @@ def _strides(t: torch.Tensor) -> list:
     return [np.int64(s) for s in t.stride()] + [np.int64(0)] * (6 - t.dim())
 
 
+def _column_offsets_fit(t: torch.Tensor, geo: Geometry) -> bool:
+    """Whether the kernels' 32-bit offsets along a row reach every column ``t`` is read at (``t``'s column
+    stride times its width plus the padding and kernel reach); a tensor beyond that is copied contiguous."""
+    reach = t.shape[-1] + 2 * geo.padding[1] + geo.dilation[1] * geo.kernel[1] + 64
+    return t.stride(-1) * reach < 2**31
+
+
 def _launch(spec: KernelSpec, name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
             geo: Geometry) -> None:
+    """Run kernel ``name`` of the variant of ``spec`` that fits these tensors' layouts."""
+    a, b = (t if _column_offsets_fit(t, geo) else t.contiguous() for t in (a, b))
+    spec = spec.for_tensors(a, b, result)
     threads = spec.threads(name, geo)
-    if threads == 0:
-        return
+    if threads:
+        _run_kernel(spec, name, threads, a, b, result, geo)
+
+
+def _run_kernel(spec: KernelSpec, name: str, threads: int, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
+                geo: Geometry) -> None:
+    """Launch ``threads`` threads of one kernel on PyTorch's current stream."""
     cupy = import_cupy()[0]
     device = result.device.index
     kernel = compiled_kernels(spec, device)[name]

@@ -6,13 +6,17 @@
 //   CHANNELS_PER_THREAD   channels of one group a forward / input-gradient thread handles
 //   PIXELS_PER_THREAD     neighbouring columns a forward / input-gradient thread handles
 //   WGRAD_PIXELS_PER_THREAD   neighbouring columns a weight-gradient thread handles
+//   CONTIGUOUS_ROWS       1 when every tensor of the launch has unit stride along its columns
 //   BLOCK_SIZE            threads per block
 //
 // Every thread owns a strip of neighbouring columns in one row, loads each input value it needs once into
 // registers and reuses it for every tap of the strip, and sums in float32 (float64 for float64). A
-// forward thread loads its kernel weights once and applies them to CHANNELS_PER_THREAD channels. The
-// weight-gradient thread sums over all channels of its group itself, so no kernel needs atomics or shared
-// memory, and every thread is independent of the others.
+// forward or input-gradient thread loads its kernel weights once per kernel row and applies them to
+// CHANNELS_PER_THREAD channels. A weight-gradient thread sums one kernel row of taps over all channels of
+// its group itself, so no kernel needs atomics or shared memory, and every thread is independent of the
+// others. Which columns lie inside the maps is worked out once per thread, column offsets are 32-bit (and
+// compile-time constants with CONTIGUOUS_ROWS), and the loops step pointers, so their bodies are mostly
+// loads, conversions and multiply-adds.
 //
 // Tensors are read and written through element strides, so any memory layout works without a copy. All
 // three kernels share one parameter list (INVOLUTION_PARAMS):
@@ -69,6 +73,12 @@ DEVICE acc_t to_acc(scalar_t v) { return half_bits_to_float(v); }
 DEVICE scalar_t from_acc(acc_t v) { return float_to_half_bits(v); }
 #endif
 
+// A tensor's element stride along its columns: 1 at compile time when the launch's rows are contiguous.
+#if CONTIGUOUS_ROWS
+#define COLUMN_STRIDE(stride) 1
+#else
+#define COLUMN_STRIDE(stride) ((int)(stride))
+#endif
 #define FLOOR_DIV(a, b) ((a) >= 0 ? (a) / (b) : -((-(a) + (b) - 1) / (b)))
 // Input columns a strip of PIXELS columns reads for one kernel row.
 #define INPUT_SPAN(PIXELS) (((PIXELS) - 1) * STRIDE_W + (KERNEL_W - 1) * DILATION_W + 1)
@@ -80,12 +90,19 @@ DEVICE scalar_t from_acc(acc_t v) { return float_to_half_bits(v); }
         long long b_s0, long long b_s1, long long b_s2, long long b_s3, long long b_s4, long long b_s5,   \
         long long r_s0, long long r_s1, long long r_s2, long long r_s3, long long r_s4, long long r_s5
 
-// Loads `count` input columns starting at `first` of one row, reading zeros outside [0, width).
-#define LOAD_ROW(dst, count, row, first, width, col_stride)                                 \
-    _Pragma("unroll") for (int j = 0; j < (count); ++j) {                                   \
-        const int col = (first) + j;                                                        \
-        dst[j] = (col >= 0 && col < (width)) ? to_acc(LOAD((row) + col * (col_stride))) : acc_t(0); \
-    }
+// inside[j]: whether column first + j lies in [0, width).
+template <int COUNT>
+DEVICE void columns_inside(bool (&inside)[COUNT], int first, int width) {
+#pragma unroll
+    for (int j = 0; j < COUNT; ++j) inside[j] = (unsigned)(first + j) < (unsigned)width;
+}
+
+// dst[j] = row[j * col_stride], or zero where the column is outside the map.
+template <int COUNT>
+DEVICE void load_row(acc_t (&dst)[COUNT], const scalar_t* row, int col_stride, const bool (&inside)[COUNT]) {
+#pragma unroll
+    for (int j = 0; j < COUNT; ++j) dst[j] = inside[j] ? to_acc(LOAD(row + j * col_stride)) : acc_t(0);
+}
 
 // What thread t computes: the strip of columns [col0, col0 + pixels) in row `row` of a map `width` wide and
 // `height` high, for channel chunk `chunk` (of `chunks`) of group g of sample n. Strips vary fastest, then
@@ -125,24 +142,29 @@ KERNEL involution_forward(INVOLUTION_PARAMS) {
     const int oh = s.row, ow0 = s.col0, g = s.g;
     const long long n = s.n;
     const int c0 = g * group_channels + s.chunk * CHANNELS_PER_THREAD;
-    const scalar_t* weight = b + n * b_s0 + g * b_s1 + oh * b_s4 + ow0 * b_s5;
-    const scalar_t* x = a + n * a_s0 + c0 * a_s1;
+    constexpr int SPAN = INPUT_SPAN(PIXELS_PER_THREAD);
+    const int first_col = ow0 * STRIDE_W - PAD_W;
+    const int x_col = COLUMN_STRIDE(a_s3), w_col = COLUMN_STRIDE(b_s5);
+    bool col_inside[SPAN], pixel_inside[PIXELS_PER_THREAD];
+    columns_inside(col_inside, first_col, in_w);
+    columns_inside(pixel_inside, ow0, out_w);
+    const scalar_t* weight = b + n * b_s0 + g * b_s1 + oh * b_s4 + (long long)ow0 * w_col;
+    const scalar_t* x = a + n * a_s0 + c0 * a_s1 + (long long)first_col * x_col;
     acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD] = {};
 
-#pragma unroll
+#pragma unroll 1
     for (int kh = 0; kh < KERNEL_H; ++kh) {
         const int ih = oh * STRIDE_H - PAD_H + kh * DILATION_H;
-        if (ih < 0 || ih >= in_h) continue;
+        if ((unsigned)ih >= (unsigned)in_h) continue;
         acc_t w[KERNEL_W][PIXELS_PER_THREAD];
+        const scalar_t* w_tap = weight + kh * b_s2;
 #pragma unroll
-        for (int kw = 0; kw < KERNEL_W; ++kw)
+        for (int kw = 0; kw < KERNEL_W; ++kw, w_tap += b_s3) load_row(w[kw], w_tap, w_col, pixel_inside);
+        const scalar_t* x_row = x + ih * a_s2;
 #pragma unroll
-            for (int p = 0; p < PIXELS_PER_THREAD; ++p)
-                w[kw][p] = ow0 + p < out_w ? to_acc(LOAD(weight + kh * b_s2 + kw * b_s3 + p * b_s5)) : acc_t(0);
-#pragma unroll
-        for (int c = 0; c < CHANNELS_PER_THREAD; ++c) {
-            acc_t row[INPUT_SPAN(PIXELS_PER_THREAD)];
-            LOAD_ROW(row, INPUT_SPAN(PIXELS_PER_THREAD), x + c * a_s1 + ih * a_s2, ow0 * STRIDE_W - PAD_W, in_w, a_s3);
+        for (int c = 0; c < CHANNELS_PER_THREAD; ++c, x_row += a_s1) {
+            acc_t row[SPAN];
+            load_row(row, x_row, x_col, col_inside);
 #pragma unroll
             for (int kw = 0; kw < KERNEL_W; ++kw)
 #pragma unroll
@@ -164,34 +186,39 @@ KERNEL involution_grad_input(INVOLUTION_PARAMS) {
     const int ih = s.row, iw0 = s.col0, g = s.g;
     const long long n = s.n;
     const int c0 = g * group_channels + s.chunk * CHANNELS_PER_THREAD;
-    const int ow_base = iw0 / STRIDE_W;
-    // Output columns the strip meets, relative to ow_base: [FIRST, FIRST + SPAN).
+    // Output columns the strip meets: [first_col, first_col + SPAN).
     constexpr int FIRST = FLOOR_DIV(PAD_W - (KERNEL_W - 1) * DILATION_W, STRIDE_W);
     constexpr int SPAN = FLOOR_DIV(PIXELS_PER_THREAD - 1 + PAD_W, STRIDE_W) - FIRST + 1;
-    const scalar_t* weight = b + n * b_s0 + g * b_s1;
-    const scalar_t* grad = a + n * a_s0 + c0 * a_s1;
+    const int first_col = iw0 / STRIDE_W + FIRST;
+    const int g_col = COLUMN_STRIDE(a_s3), w_col = COLUMN_STRIDE(b_s5);
+    bool col_inside[SPAN];
+    columns_inside(col_inside, first_col, out_w);
+    const scalar_t* weight = b + n * b_s0 + g * b_s1 + (long long)first_col * w_col;
+    const scalar_t* grad = a + n * a_s0 + c0 * a_s1 + (long long)first_col * g_col;
     acc_t acc[CHANNELS_PER_THREAD][PIXELS_PER_THREAD] = {};
 
-#pragma unroll
+#pragma unroll 1
     for (int kh = 0; kh < KERNEL_H; ++kh) {
         const int rows_from_top = ih + PAD_H - kh * DILATION_H;
         if (rows_from_top < 0 || rows_from_top % STRIDE_H != 0) continue;
         const int oh = rows_from_top / STRIDE_H;
         if (oh >= out_h) continue;
+        // w[kw][p]: the weight of tap kw at the output column pixel p meets through it (0 where none).
         acc_t w[KERNEL_W][PIXELS_PER_THREAD];
+        const scalar_t* w_tap = weight + kh * b_s2 + oh * b_s4;
 #pragma unroll
-        for (int kw = 0; kw < KERNEL_W; ++kw)
+        for (int kw = 0; kw < KERNEL_W; ++kw, w_tap += b_s3)
 #pragma unroll
             for (int p = 0; p < PIXELS_PER_THREAD; ++p) {
                 const int offset = p + PAD_W - kw * DILATION_W;  // compile-time
-                const int ow = ow_base + FLOOR_DIV(offset, STRIDE_W);
-                const bool meets = offset % STRIDE_W == 0 && ow >= 0 && ow < out_w && iw0 + p < in_w;
-                w[kw][p] = meets ? to_acc(LOAD(weight + kh * b_s2 + kw * b_s3 + oh * b_s4 + ow * b_s5)) : acc_t(0);
+                const int j = FLOOR_DIV(offset, STRIDE_W) - FIRST;
+                w[kw][p] = offset % STRIDE_W == 0 && col_inside[j] ? to_acc(LOAD(w_tap + j * w_col)) : acc_t(0);
             }
+        const scalar_t* grad_row = grad + oh * a_s2;
 #pragma unroll
-        for (int c = 0; c < CHANNELS_PER_THREAD; ++c) {
+        for (int c = 0; c < CHANNELS_PER_THREAD; ++c, grad_row += a_s1) {
             acc_t row[SPAN];
-            LOAD_ROW(row, SPAN, grad + c * a_s1 + oh * a_s2, ow_base + FIRST, out_w, a_s3);
+            load_row(row, grad_row, g_col, col_inside);
 #pragma unroll
             for (int kw = 0; kw < KERNEL_W; ++kw)
 #pragma unroll
@@ -205,42 +232,40 @@ KERNEL involution_grad_input(INVOLUTION_PARAMS) {
 }
 
 // grad_weight[n, g, kh, kw, oh, ow] = sum_{c in group g} grad_out[n, c, oh, ow] * x[n, c, tap(oh, kh), tap(ow, kw)]
+// A thread sums the taps of one kernel row kh (its Strip's chunk) for its strip, over all the group's channels.
 KERNEL involution_grad_weight(INVOLUTION_PARAMS) {
     const long long t = THREAD_ID;
     if (t >= threads) return;
-    const Strip s = strip_of(t, out_h, out_w, WGRAD_PIXELS_PER_THREAD, 1, channels / group_channels);
-    const int oh = s.row, ow0 = s.col0, g = s.g;
+    const Strip s = strip_of(t, out_h, out_w, WGRAD_PIXELS_PER_THREAD, KERNEL_H, channels / group_channels);
+    const int oh = s.row, ow0 = s.col0, g = s.g, kh = s.chunk;
     const long long n = s.n;
-    const scalar_t* grad = a + n * a_s0 + (long long)g * group_channels * a_s1 + oh * a_s2 + ow0 * a_s3;
-    const scalar_t* x = b + n * b_s0 + (long long)g * group_channels * b_s1;
-    acc_t acc[KERNEL_H][KERNEL_W][WGRAD_PIXELS_PER_THREAD] = {};
+    constexpr int SPAN = INPUT_SPAN(WGRAD_PIXELS_PER_THREAD);
+    const int ih = oh * STRIDE_H - PAD_H + kh * DILATION_H;
+    const int first_col = ow0 * STRIDE_W - PAD_W;
+    const int g_col = COLUMN_STRIDE(a_s3), x_col = COLUMN_STRIDE(b_s3);
+    bool col_inside[SPAN], pixel_inside[WGRAD_PIXELS_PER_THREAD];
+    columns_inside(col_inside, (unsigned)ih < (unsigned)in_h ? first_col : in_w, in_w);  // none on rows outside
+    columns_inside(pixel_inside, ow0, out_w);
+    const long long group_start = (long long)g * group_channels;
+    const scalar_t* grad = a + n * a_s0 + group_start * a_s1 + oh * a_s2 + (long long)ow0 * g_col;
+    const scalar_t* x = b + n * b_s0 + group_start * b_s1 + (long long)ih * b_s2 + (long long)first_col * x_col;
+    acc_t acc[KERNEL_W][WGRAD_PIXELS_PER_THREAD] = {};
 
-    for (int c = 0; c < group_channels; ++c) {
-        acc_t grad_here[WGRAD_PIXELS_PER_THREAD];
-#pragma unroll
-        for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
-            grad_here[p] = ow0 + p < out_w ? to_acc(LOAD(grad + c * a_s1 + p * a_s3)) : acc_t(0);
-#pragma unroll
-        for (int kh = 0; kh < KERNEL_H; ++kh) {
-            const int ih = oh * STRIDE_H - PAD_H + kh * DILATION_H;
-            if (ih < 0 || ih >= in_h) continue;
-            acc_t row[INPUT_SPAN(WGRAD_PIXELS_PER_THREAD)];
-            LOAD_ROW(row, INPUT_SPAN(WGRAD_PIXELS_PER_THREAD), x + c * b_s1 + ih * b_s2, ow0 * STRIDE_W - PAD_W,
-                     in_w, b_s3);
-#pragma unroll
-            for (int kw = 0; kw < KERNEL_W; ++kw)
-#pragma unroll
-                for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
-                    acc[kh][kw][p] += grad_here[p] * row[p * STRIDE_W + kw * DILATION_W];
-        }
-    }
-#pragma unroll
-    for (int kh = 0; kh < KERNEL_H; ++kh)
+#pragma unroll 2
+    for (int c = 0; c < group_channels; ++c, grad += a_s1, x += b_s1) {
+        acc_t grad_here[WGRAD_PIXELS_PER_THREAD], row[SPAN];
+        load_row(grad_here, grad, g_col, pixel_inside);
+        load_row(row, x, x_col, col_inside);
 #pragma unroll
         for (int kw = 0; kw < KERNEL_W; ++kw)
 #pragma unroll
             for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
-                if (ow0 + p < out_w)
-                    result[n * r_s0 + g * r_s1 + kh * r_s2 + kw * r_s3 + oh * r_s4 + (ow0 + p) * r_s5] =
-                        from_acc(acc[kh][kw][p]);
+                acc[kw][p] += grad_here[p] * row[p * STRIDE_W + kw * DILATION_W];
+    }
+    scalar_t* out = result + n * r_s0 + g * r_s1 + kh * r_s2 + oh * r_s4 + ow0 * r_s5;
+#pragma unroll
+    for (int kw = 0; kw < KERNEL_W; ++kw)
+#pragma unroll
+        for (int p = 0; p < WGRAD_PIXELS_PER_THREAD; ++p)
+            if (pixel_inside[p]) out[kw * r_s3 + p * r_s5] = from_acc(acc[kw][p]);
 }
