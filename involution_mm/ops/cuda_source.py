@@ -25,6 +25,7 @@ _PIXELS = {torch.float64: 2}  # 4 for the others
 _WGRAD_PIXELS = {torch.float64: 4}  # 8 for the others
 _WGRAD_ACCUMULATORS = 64  # K_w * weight-gradient columns at most
 
+
 @dataclass(frozen=True)
 class KernelSpec:
     """One compiled variant: a dtype, a geometry without its sizes, and the per-thread tiling."""
