@@ -94,8 +94,9 @@ def hottest_loop(cubin: str, kernel: str, cuobjdump: str, env: Dict[str, str]) -
     best = (0, 0)
     for address, opcode, operands in code:
         target = re.search(r'0x([0-9a-f]+)', operands) if opcode.startswith('BRA') else None
-        if target and int(target.group(1), 16) < address:
-            body = collections.Counter(op.split('.')[0] for a, op, _ in code if int(target.group(1), 16) <= a <= address)
+        start = int(target.group(1), 16) if target else address
+        if start < address:  # a backward branch closes a loop
+            body = collections.Counter(op.split('.')[0] for a, op, _ in code if start <= a <= address)
             best = max(best, (sum(body.values()), sum(body[op] for op in FUSED_MULTIPLY_ADDS)))
     return best
 
