@@ -304,22 +304,26 @@ def load_tool(name):
 
 
 @pytest.fixture(scope='module')
-def compiled_variants(tmp_path_factory):
+def report():
+    """tools/kernel_report.py, loaded once for the tests below."""
+    return load_tool('kernel_report')
+
+
+@pytest.fixture(scope='module')
+def compiled_variants(report, tmp_path_factory):
     """tools/kernel_report.py's variants (what RedNet launches, and an odd geometry) compiled by nvcc for
     Hopper: (label, spec, cubin, ptxas report) each."""
     if shutil.which('nvcc') is None:
         pytest.skip('nvcc is not installed')
-    report = load_tool('kernel_report')
     directory = str(tmp_path_factory.mktemp('cubins'))
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(lambda item: (*item, *report.compile_cubin(item[1], 'sm_90', directory)),
                              report.launched_variants()))
 
 
-def test_nvcc_compiles_without_register_spills(compiled_variants):
+def test_nvcc_compiles_without_register_spills(report, compiled_variants):
     """nvcc (no GPU needed) builds every kernel within the 255 registers that 256-thread blocks allow,
     without spilling to local memory."""
-    report = load_tool('kernel_report')
     assert len(compiled_variants) == 18
     for label, spec, cubin, ptxas in compiled_variants:
         usage = report.register_usage(ptxas)
@@ -327,11 +331,10 @@ def test_nvcc_compiles_without_register_spills(compiled_variants):
         assert all(spilled == 0 and registers <= 255 for registers, spilled in usage.values()), f'{label}:\n{ptxas}'
 
 
-def test_hot_loops_issue_few_instructions_per_multiply_add(compiled_variants):
+def test_hot_loops_issue_few_instructions_per_multiply_add(report, compiled_variants):
     """The op is memory-bound only while its loops issue few instructions besides the multiply-adds: at most
     3 per multiply-add in the three kernels of the classes RedNet runs on contiguous maps (the first version
     of these kernels issued about 8, most of them 64-bit address arithmetic)."""
-    report = load_tool('kernel_report')
     cuobjdump, env = report.find_cuobjdump()
     if cuobjdump is None:
         pytest.skip('cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)')
