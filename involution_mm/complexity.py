@@ -1,7 +1,8 @@
 """Parameters and FLOPs of models that contain involutions, with mmengine's FlopAnalyzer.
 
 The upstream counters trace the model and count the operators they know (convs, linear layers, norms...).
-The involution aggregation is a custom autograd Function, invisible to them, so we register a handle for it:
+The involution aggregation is a custom operator (``involution_mm::involution``), unknown to them, so we
+register a handle for it:
 one multiply-accumulate per kernel tap and output element, ``B * C * H_out * W_out * K_h * K_w``, the
 convention the counters use for convolutions. The kernel-generation convs are ordinary convs and counted as
 such.
@@ -14,8 +15,8 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
-# The traced names of the aggregation: the PyTorch backend's Function and the CuPy backend's.
-INVOLUTION_OPS = ('prim::PythonOp.InvolutionFunction', 'prim::PythonOp.CupyInvolutionFunction')
+# The traced name of the aggregation, whichever backend runs it.
+INVOLUTION_OPS = ('involution_mm::involution', )
 
 
 def involution_flop_jit(inputs: list, outputs: list) -> int:

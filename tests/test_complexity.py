@@ -50,5 +50,5 @@ def test_the_involution_handle_counts_every_aggregation():
     for hook in hooks:
         hook.remove()
     result = model_complexity(model, (x, ))
-    assert result['by_operator']['PythonOp.InvolutionFunction'] == expected > 0
-    assert 'prim::PythonOp.InvolutionFunction' not in result['uncounted']
+    assert result['by_operator']['involution'] == expected > 0
+    assert 'involution_mm::involution' not in result['uncounted']

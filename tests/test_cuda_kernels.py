@@ -8,7 +8,7 @@ exact emulation of a launch. The GPU tests (test_ops_cuda.py) run the same compa
 import contextlib
 import ctypes
 import functools
-import importlib
+
 import importlib.util
 import os.path as osp
 import shutil
@@ -21,9 +21,9 @@ import torch
 from conftest import REPO
 from op_cases import SHAPES, make_inputs, memory_layouts, pair
 
-from involution_mm.ops import cupy_backend, involution
-from involution_mm.ops.cuda_source import KERNEL_NAMES, KernelSpec, choose_spec
-from involution_mm.ops.cupy_backend import CupyInvolutionFunction, cupy_usable
+from involution_mm.ops import backends, cupy_backend, involution
+from involution_mm.ops.cuda_source import BLOCK_SIZE, KERNEL_NAMES, KernelSpec, choose_spec
+from involution_mm.ops.cupy_backend import cupy_usable
 from involution_mm.ops.geometry import check_inputs
 
 # What the CUDA-only parts of involution_kernels.cu become on the host: a global thread index, plain loads,
@@ -50,7 +50,6 @@ HOST_LAUNCHERS = ''.join(
     f'extern "C" void emulate_{name}(INVOLUTION_PARAMS) {{\n'
     f'    for (emulated_thread = 0; emulated_thread < threads; ++emulated_thread) {name}({ARGS});\n}}\n'
     for name in KERNEL_NAMES)
-dispatcher = importlib.import_module('involution_mm.ops.involution')  # the module, not the function
 ARG_TYPES = [ctypes.c_void_p] * 3 + [ctypes.c_longlong] + [ctypes.c_int] * 6 + [ctypes.c_longlong] * 18
 
 
@@ -76,30 +75,43 @@ def host_kernels(tmp_path_factory):
     return load
 
 
+def emulated_launch(host_kernels):
+    """A stand-in for ``cupy_backend._run_kernel`` that runs a planned launch on the host build."""
+
+    def run(plan, pointers, device):
+        spec, name = plan.kernel
+        assert (spec, name) == (plan.spec, plan.name)
+        threads = int(plan.scalars[0])
+        assert 0 < threads <= plan.grid[0] * BLOCK_SIZE < threads + BLOCK_SIZE
+        getattr(host_kernels(spec), f'emulate_{name}')(*[int(v) for v in pointers + plan.scalars])
+
+    return run
+
+
 @pytest.fixture(params=[0, 10**9], ids=['most-channels-per-thread', 'one-channel-per-thread'])
 def emulated_gpu(request, monkeypatch, host_kernels):
-    """Route the CuPy backend's launches to the host build; ``params`` is the device's resident threads, which
-    decides how many channels a thread takes."""
-
-    def host_launch(spec, name, threads, a, b, result, geo):
-        assert threads == spec.threads(name, geo) > 0
-        assert a.device.type == b.device.type == result.device.type == 'cpu'
-        sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
-        strides = [s for t in (a, b, result) for s in list(t.stride()) + [0] * (6 - t.dim())]
-        for t, dims in ((a, 4), (b, b.dim()), (result, result.dim())):
-            assert t.dim() == dims
-        getattr(host_kernels(spec), f'emulate_{name}')(a.data_ptr(), b.data_ptr(), result.data_ptr(), threads,
-                                                       *sizes, *strides)
-
-    monkeypatch.setattr(cupy_backend, '_run_kernel', host_launch)
+    """Make the CuPy backend run on CPU tensors, its launches on the host build of the kernels; ``params`` is
+    the device's resident threads, which decides how many channels a thread takes. Everything else (the
+    public function, the registered ops and their autograd, launch planning) is the real code."""
+    cupy = backends._BACKENDS['cupy']
+    monkeypatch.setitem(backends._BACKENDS, 'cupy', cupy._replace(is_usable=lambda x: (True, 'emulated')))
+    monkeypatch.setattr(backends, '_RESOLVED', {})
+    monkeypatch.setattr(cupy_backend, '_PLANS', {})
+    monkeypatch.setattr(cupy_backend, 'compiled_kernels',
+                        lambda spec, device_index: {name: (spec, name) for name in KERNEL_NAMES})
+    monkeypatch.setattr(cupy_backend, '_run_kernel', emulated_launch(host_kernels))
     monkeypatch.setattr(cupy_backend, 'resident_threads', lambda device_index: request.param)
     return request.param
 
 
+def run_cupy(x, weight, stride, padding, dilation):
+    return involution(x, weight, stride, padding, dilation, backend='cupy')
+
+
 def run_kernels(x, weight, stride, padding, dilation):
-    """The CuPy backend's Function on CPU tensors (its kernels emulated); returns out, grad_x, grad_w."""
+    """The CuPy backend on CPU tensors (its kernels emulated); returns out, grad_x, grad_w."""
     x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
-    out = CupyInvolutionFunction.apply(x, weight, pair(stride), pair(padding), pair(dilation))
+    out = run_cupy(x, weight, stride, padding, dilation)
     grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(out.dtype)
     return (out, ) + torch.autograd.grad(out, (x, weight), grad)
 
@@ -145,8 +157,7 @@ def test_gradcheck_float64(shape, emulated_gpu):
     x, weight = make_inputs(1, channels, (5, 6), groups, kernel, stride, padding, dilation)
     x.requires_grad_(True)
     weight.requires_grad_(True)
-    function = lambda a, b: CupyInvolutionFunction.apply(a, b, pair(stride), pair(padding), pair(dilation))
-    assert torch.autograd.gradcheck(function, (x, weight))
+    assert torch.autograd.gradcheck(lambda a, b: run_cupy(a, b, stride, padding, dilation), (x, weight))
 
 
 def test_any_memory_layout(emulated_gpu):
@@ -158,11 +169,11 @@ def test_any_memory_layout(emulated_gpu):
         got = run_kernels(x_in, w_in, 2, 3, 1)
         for g, w, part in zip(got, want, ('out', 'grad_x', 'grad_w')):
             torch.testing.assert_close(g, w, msg=f'{name}: {part}')
-    out = CupyInvolutionFunction.apply(layouts['channels_last'][0], weight, (2, 2), (3, 3), (1, 1))
+    out = run_cupy(layouts['channels_last'][0], weight, 2, 3, 1)
     assert out.is_contiguous(memory_format=torch.channels_last)
     # out.sum() hands backward an expanded gradient whose strides are all 0
     x_in, w_in = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-    CupyInvolutionFunction.apply(x_in, w_in, (2, 2), (3, 3), (1, 1)).sum().backward()
+    run_cupy(x_in, w_in, 2, 3, 1).sum().backward()
     x_ref, w_ref = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     involution(x_ref, w_ref, 2, 3, backend='pytorch').sum().backward()
     torch.testing.assert_close((x_in.grad, w_in.grad), (x_ref.grad, w_ref.grad))
@@ -178,9 +189,10 @@ def test_columns_beyond_32_bit_offsets_are_copied(emulated_gpu, monkeypatch):
     assert not cupy_backend._column_offsets_fit(huge, geo)
     x_view = x.transpose(2, 3).contiguous().transpose(2, 3)  # columns 5 elements apart
     seen = []
-    monkeypatch.setattr(cupy_backend, '_run_kernel', lambda spec, name, threads, a, b, result, geo: seen.append(
-        (a.data_ptr() == x_view.data_ptr(), a.is_contiguous(), b.data_ptr() == weight.data_ptr())))
+    monkeypatch.setattr(cupy_backend, '_run_kernel', lambda plan, pointers, device: seen.append(
+        (pointers[0] == x_view.data_ptr(), plan.copy_a, pointers[1] == weight.data_ptr())))
     cupy_backend.cupy_forward(x_view, weight, geo)
+    monkeypatch.setattr(cupy_backend, '_PLANS', {})
     monkeypatch.setattr(cupy_backend, '_column_offsets_fit', lambda t, geo: t.dim() == 6)  # as if x were huge
     cupy_backend.cupy_forward(x_view, weight, geo)
     assert seen == [(True, False, True), (False, True, True)]
@@ -189,11 +201,11 @@ def test_columns_beyond_32_bit_offsets_are_copied(emulated_gpu, monkeypatch):
 def test_only_requested_gradients_are_computed(emulated_gpu, monkeypatch):
     launched = []
     host_launch = cupy_backend._launch
-    monkeypatch.setattr(cupy_backend, '_launch', lambda spec, name, *args: (launched.append(name),
-                                                                          host_launch(spec, name, *args)))
+    monkeypatch.setattr(cupy_backend, '_launch', lambda name, *args: (launched.append(name),
+                                                                    host_launch(name, *args)))
     x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1)
     weight.requires_grad_(True)
-    out = CupyInvolutionFunction.apply(x, weight, (1, 1), (1, 1), (1, 1))
+    out = run_cupy(x, weight, 1, 1, 1)
     out.sum().backward()
     assert launched == ['involution_forward', 'involution_grad_weight']
 
@@ -267,32 +279,34 @@ def fake_cupy(monkeypatch):
 
 
 def test_cupy_that_cannot_compile_is_not_used(fake_cupy, monkeypatch):
-    monkeypatch.setattr(dispatcher, '_ANNOUNCED', {'cpu', 'cuda'})
+    monkeypatch.setattr(backends, '_ANNOUNCED', {'cpu', 'cuda'})
+    monkeypatch.setattr(backends, '_RESOLVED', {})
     cuda_tensor = types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float32)
     fake_cupy(RuntimeError('CuPy failed to load libnvrtc.so.12'))
     usable, reason = cupy_usable(cuda_tensor)
     assert not usable
     assert reason.startswith('CuPy 14.0.0 cannot compile kernels for cuda:0 (RuntimeError: CuPy failed to load '
                              'libnvrtc.so.12); pip install cupy-cuda12x')
-    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
+    assert backends.select_backend(cuda_tensor) == 'pytorch'
     fake_cupy()
     assert cupy_usable(cuda_tensor) == (True, 'CuPy 14.0.0 compiles kernels for cuda:0')
 
 
 def test_auto_choice_is_logged_once_per_device_type(monkeypatch):
     logged = []
-    monkeypatch.setattr(dispatcher, '_log', lambda message, level: logged.append((message, level)))
-    monkeypatch.setattr(dispatcher, '_ANNOUNCED', {'cpu'})
+    monkeypatch.setattr(backends, '_log', lambda message, level: logged.append((message, level)))
+    monkeypatch.setattr(backends, '_ANNOUNCED', {'cpu'})
+    monkeypatch.setattr(backends, '_RESOLVED', {})
     monkeypatch.setattr(cupy_backend, 'import_cupy', lambda: (None, "ModuleNotFoundError: No module named 'cupy'"))
     cuda_tensor = types.SimpleNamespace(device=torch.device('cuda', 0), dtype=torch.float32)
-    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
-    assert dispatcher.select_backend(cuda_tensor) == 'pytorch'
-    assert dispatcher.select_backend(torch.zeros(1)) == 'pytorch'
+    assert backends.select_backend(cuda_tensor) == 'pytorch'
+    assert backends.select_backend(cuda_tensor) == 'pytorch'
+    assert backends.select_backend(torch.zeros(1)) == 'pytorch'
     assert len(logged) == 1
     message, level = logged[0]
     assert message.startswith("involution: cuda tensors use the 'pytorch' backend: 'cupy' cannot run (CuPy is "
                               'not importable')
-    assert level == dispatcher.logging.WARNING
+    assert level == backends.logging.WARNING
 
 
 def load_tool(name):
@@ -353,7 +367,7 @@ def test_flop_counter_sees_the_cupy_function(emulated_gpu):
 
     class Aggregation(torch.nn.Module):
         def forward(self, x, weight):
-            return CupyInvolutionFunction.apply(x, weight, (2, 2), (3, 3), (1, 1))
+            return run_cupy(x, weight, 2, 3, 1)
 
     x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1, dtype=torch.float32)
     result = model_complexity(Aggregation(), (x, weight))

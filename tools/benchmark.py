@@ -154,14 +154,15 @@ def _tiling_lines(stage, x, weight, grad, timed):
     from dataclasses import replace
 
     from involution_mm.ops import cupy_backend
+    from involution_mm.ops.cuda_source import choose_spec
     geo = check_inputs(x, weight, 1, KERNEL // 2, 1)
-    chosen = cupy_backend.default_spec(x, geo)
+    chosen = choose_spec(x.dtype, geo, cupy_backend.resident_threads(x.device.index))
     lines = [f'# stage {stage}, CuPy kernels by channels per thread: forward / input-grad / weight-grad ms']
     for channels in (1, 2, 4, 8, 16):
         spec = replace(chosen, channels_per_thread=channels)
         forward = timed(lambda: cupy_backend.cupy_forward(x, weight, geo, spec))
-        grad_x = timed(lambda: cupy_backend.cupy_backward(grad, x, weight, geo, True, False, spec))
-        grad_w = timed(lambda: cupy_backend.cupy_backward(grad, x, weight, geo, False, True, spec))
+        grad_x = timed(lambda: cupy_backend.cupy_grad_input(grad, weight, geo, spec))
+        grad_w = timed(lambda: cupy_backend.cupy_grad_weight(grad, x, geo, spec))
         mark = '*' if spec == chosen else ' '
         lines.append(f'# {mark}{channels:2d}: {forward * 1e3:.3f} / {grad_x * 1e3:.3f} / {grad_w * 1e3:.3f}')
     return lines

@@ -1,4 +1,5 @@
 """The involution operator: torch only, no OpenMMLab imports."""
-from .involution import available_backends, involution, register_backend, select_backend
+from .backends import Backend, available_backends, register_backend, select_backend
+from .involution import involution
 
-__all__ = ['involution', 'available_backends', 'register_backend', 'select_backend']
+__all__ = ['involution', 'available_backends', 'register_backend', 'select_backend', 'Backend']

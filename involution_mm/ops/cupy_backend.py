@@ -1,19 +1,19 @@
 """CUDA backend through CuPy: runs ``involution_kernels.cu`` on CUDA tensors.
 
-Kernels are compiled by CuPy's NVRTC once per (dtype, shape class, device) and kept; they launch on
-PyTorch's current CUDA stream, read and write the tensors in place through their strides (any memory
+Kernels are compiled by CuPy's NVRTC once per (dtype, shape class, device) and kept, and each launch is
+planned once per (class, shapes, strides): a repeated call costs a dictionary lookup and the launch. They
+launch on PyTorch's current CUDA stream, read and write the tensors in place through their strides (any memory
 layout, no copies) and take their outputs from PyTorch's caching allocator. CuPy is optional: without it
 (or on other devices) the dispatcher keeps using the PyTorch backend.
 """
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .cuda_source import BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec
-from .function import involution_function
-from .geometry import Geometry
+from .geometry import Geometry, output_memory_format
 
 INSTALL_HINT = 'pip install cupy-cuda12x or cupy-cuda13x, whichever matches your CUDA driver'
 
@@ -92,37 +92,67 @@ def _column_offsets_fit(t: torch.Tensor, geo: Geometry) -> bool:
     return t.stride(-1) * reach < 2**31
 
 
-def _launch(spec: KernelSpec, name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
-            geo: Geometry) -> None:
-    """Run kernel ``name`` of the variant of ``spec`` that fits these tensors' layouts."""
-    a, b = (t if _column_offsets_fit(t, geo) else t.contiguous() for t in (a, b))
+class LaunchPlan(NamedTuple):
+    """Everything about one launch that depends only on the call's class, shapes and strides, so that a
+    repeated call costs a dictionary lookup and the launch itself."""
+    spec: KernelSpec  # the variant launched
+    name: str
+    kernel: object  # the compiled kernel (a CuPy function)
+    grid: Tuple[int]
+    scalars: tuple  # the kernel's arguments after the three pointers
+    copy_a: bool  # inputs whose 32-bit column offsets would overflow are copied contiguous first
+    copy_b: bool
+
+
+# (kernel name, geometry, dtype, strides of a, b and result, device, tiling override) -> LaunchPlan
+_PLANS: Dict[tuple, LaunchPlan] = {}
+
+
+def _plan(name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor, geo: Geometry,
+          spec: Optional[KernelSpec]) -> LaunchPlan:
+    """Work out a launch: the variant that fits the tensors' layouts (of ``spec``, or of the tiling
+    ``choose_spec`` picks), its thread count and arguments."""
+    spec = spec or choose_spec(result.dtype, geo, resident_threads(result.device.index))
+    copy_a, copy_b = (not _column_offsets_fit(t, geo) for t in (a, b))
+    a, b = (t.contiguous() if copy else t for t, copy in ((a, copy_a), (b, copy_b)))
     spec = spec.for_tensors(a, b, result)
     threads = spec.threads(name, geo)
-    if threads:
-        _run_kernel(spec, name, threads, a, b, result, geo)
-
-
-def _run_kernel(spec: KernelSpec, name: str, threads: int, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
-                geo: Geometry) -> None:
-    """Launch ``threads`` threads of one kernel on PyTorch's current stream."""
-    cupy = import_cupy()[0]
-    device = result.device.index
-    kernel = compiled_kernels(spec, device)[name]
     sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
-    args = ([np.int64(t.data_ptr()) for t in (a, b, result)] + [np.int64(threads)] + [np.int32(v) for v in sizes]
-            + _strides(a) + _strides(b) + _strides(result))
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream):
-        kernel((-(-threads // BLOCK_SIZE), ), (BLOCK_SIZE, ), tuple(args))
+    scalars = tuple([np.int64(threads)] + [np.int32(v) for v in sizes] + _strides(a) + _strides(b)
+                    + _strides(result))
+    kernel = compiled_kernels(spec, result.device.index)[name] if threads else None
+    return LaunchPlan(spec, name, kernel, (-(-threads // BLOCK_SIZE), ), scalars, copy_a, copy_b)
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
+def _launch(name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor, geo: Geometry,
+            spec: Optional[KernelSpec] = None) -> None:
+    """Run kernel ``name`` (of the tiling ``spec``, or the default one) on these tensors."""
+    key = (name, geo, result.dtype, a.stride(), b.stride(), result.stride(), result.device.index, spec)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _plan(name, a, b, result, geo, spec)
+    if plan.kernel is None:
+        return  # nothing to compute (an empty batch)
+    a = a.contiguous() if plan.copy_a else a
+    b = b.contiguous() if plan.copy_b else b
+    _run_kernel(plan, (np.int64(a.data_ptr()), np.int64(b.data_ptr()), np.int64(result.data_ptr())),
+                result.device.index)
 
 
-def default_spec(x: torch.Tensor, geo: Geometry) -> KernelSpec:
-    """The tiling ``choose_spec`` picks for ``x`` on its device."""
-    return choose_spec(x.dtype, geo, resident_threads(x.device.index))
+# CUDA stream handle -> the CuPy object wrapping it (made once per stream)
+_STREAMS: Dict[int, object] = {}
+
+
+def _run_kernel(plan: LaunchPlan, pointers: tuple, device: int) -> None:
+    """Launch a planned kernel on PyTorch's current stream of ``device``; nothing here synchronises or
+    allocates, so the launch can be captured in a CUDA graph."""
+    cupy = import_cupy()[0]
+    handle = torch.cuda.current_stream(device).cuda_stream
+    stream = _STREAMS.get(handle)
+    if stream is None:
+        stream = _STREAMS[handle] = cupy.cuda.ExternalStream(handle, device)
+    with cupy.cuda.Device(device), stream:
+        plan.kernel(plan.grid, (BLOCK_SIZE, ), pointers + plan.scalars)
 
 
 def cupy_forward(x: torch.Tensor, weight: torch.Tensor, geo: Geometry, spec: Optional[KernelSpec] = None
@@ -131,27 +161,24 @@ def cupy_forward(x: torch.Tensor, weight: torch.Tensor, geo: Geometry, spec: Opt
 
     ``spec`` overrides the tiling ``choose_spec`` picks (for tuning, see ``tools/benchmark.py --tiling``).
     """
-    spec = spec or default_spec(x, geo)
     out = torch.empty((geo.batch, geo.channels) + geo.out_size, dtype=x.dtype, device=x.device,
-                      memory_format=_memory_format(x))
-    _launch(spec, 'involution_forward', x, weight, out, geo)
+                      memory_format=output_memory_format(x))
+    _launch('involution_forward', x, weight, out, geo, spec)
     return out
 
 
-def cupy_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geo: Geometry,
-                  need_x_grad: bool = True, need_weight_grad: bool = True, spec: Optional[KernelSpec] = None):
-    """Gradients for ``x`` and ``weight`` (None where not needed); each written once, no atomics."""
-    spec = spec or default_spec(x, geo)
-    grad_x = grad_w = None
-    if need_x_grad:
-        grad_x = torch.empty_like(x, memory_format=_memory_format(x))
-        _launch(spec, 'involution_grad_input', grad_out, weight, grad_x, geo)
-    if need_weight_grad:
-        grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
-        _launch(spec, 'involution_grad_weight', grad_out, x, grad_w, geo)
-    return grad_x, grad_w
+def cupy_grad_input(grad_out: torch.Tensor, weight: torch.Tensor, geo: Geometry,
+                    spec: Optional[KernelSpec] = None) -> torch.Tensor:
+    """The input gradient, in ``grad_out``'s memory format; each element written once, no atomics."""
+    grad_x = torch.empty((geo.batch, geo.channels) + geo.in_size, dtype=grad_out.dtype, device=grad_out.device,
+                         memory_format=output_memory_format(grad_out))
+    _launch('involution_grad_input', grad_out, weight, grad_x, geo, spec)
+    return grad_x
 
 
-# Named so for traces and the FLOP counter (involution_mm.complexity).
-CupyInvolutionFunction = involution_function('CupyInvolutionFunction', cupy_forward, cupy_backward)
-involution_cupy = CupyInvolutionFunction.run  # run the CuPy backend on checked inputs
+def cupy_grad_weight(grad_out: torch.Tensor, x: torch.Tensor, geo: Geometry,
+                     spec: Optional[KernelSpec] = None) -> torch.Tensor:
+    """The kernels' gradient (contiguous); each element written once, no atomics."""
+    grad_w = torch.empty((geo.batch, geo.groups) + geo.kernel + geo.out_size, dtype=x.dtype, device=x.device)
+    _launch('involution_grad_weight', grad_out, x, grad_w, geo, spec)
+    return grad_w

@@ -69,6 +69,15 @@ def _tap_span(tap: int, axis: int, geo: Geometry):
     return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
+def output_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout an op output takes after tensor ``t``: channels_last when ``t`` is channels_last (and not
+    also contiguous, as tensors with unit dimensions can be), else contiguous. The real and the fake (meta)
+    implementations of the ops both use it, so their outputs have the same strides."""
+    if t.is_contiguous() or not t.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """Output length of a convolution-like sliding window along one axis."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

@@ -1,77 +1,12 @@
-"""The public involution operator and its backend dispatcher."""
+"""The public involution operator: checks its inputs once and calls the registered op."""
 import contextlib
-import logging
-from typing import Callable, Dict, Tuple
 
 import torch
 
-from .cupy_backend import cupy_usable, involution_cupy
-from .geometry import Geometry, IntPair, check_inputs
-from .pytorch_backend import involution_pytorch
-
-Backend = Callable[[torch.Tensor, torch.Tensor, Geometry], torch.Tensor]
-# name -> (function, availability check returning (usable, reason) for an input tensor)
-_BACKENDS: Dict[str, Tuple[Backend, Callable[[torch.Tensor], Tuple[bool, str]]]] = {
-    'cupy': (involution_cupy, cupy_usable),
-    'pytorch': (involution_pytorch, lambda x: (True, 'it runs on every device')),
-}
-# 'auto' takes the first usable backend in this order.
-_AUTO_ORDER = ['cupy', 'pytorch']
-# Device types whose 'auto' choice has been logged (once per process; CPU has only one backend to choose).
-_ANNOUNCED = {'cpu'}
-
-
-def available_backends() -> list:
-    """Names accepted by ``involution(..., backend=...)`` besides ``'auto'``."""
-    return sorted(_BACKENDS)
-
-
-def register_backend(name: str, function: Backend, is_usable: Callable[[torch.Tensor], Tuple[bool, str]],
-                     prefer: bool = True) -> None:
-    """Add a backend; with ``prefer`` it is tried before the others by ``backend='auto'``."""
-    if name in _BACKENDS or name == 'auto':
-        raise KeyError(f'involution backend {name!r} is already registered')
-    _BACKENDS[name] = (function, is_usable)
-    _AUTO_ORDER.insert(0 if prefer else len(_AUTO_ORDER), name)
-
-
-def select_backend(x: torch.Tensor, backend: str = 'auto') -> str:
-    """Resolve ``backend`` for input ``x``; raise a ValueError/RuntimeError that says what to do."""
-    if backend == 'auto':
-        return _choose_automatically(x)
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown involution backend {backend!r}; choose 'auto' or one of "
-                         f'{available_backends()}')
-    usable, reason = _BACKENDS[backend][1](x)
-    if not usable:
-        raise RuntimeError(f'involution backend {backend!r} cannot run on this input: {reason}')
-    return backend
-
-
-def _choose_automatically(x: torch.Tensor) -> str:
-    """The first usable backend in ``_AUTO_ORDER``; the first choice per device type is logged with why."""
-    passed_over = []
-    for name in _AUTO_ORDER:
-        usable, reason = _BACKENDS[name][1](x)
-        if usable:
-            break
-        passed_over.append(f'{name!r} cannot run ({reason})')
-    if x.device.type not in _ANNOUNCED:
-        _ANNOUNCED.add(x.device.type)
-        because = '; '.join(passed_over) if passed_over else reason
-        _log(f'involution: {x.device.type} tensors use the {name!r} backend: {because}',
-             logging.WARNING if passed_over else logging.INFO)
-    return name
-
-
-def _log(message: str, level: int) -> None:
-    """Log through mmengine's current logger when mmengine is installed, else the standard logging."""
-    try:
-        from mmengine.logging import print_log
-    except ImportError:
-        logging.getLogger('involution_mm').log(level, message)
-    else:
-        print_log(message, logger='current', level=level)
+from .backends import check_backend_name, select_backend
+from .composite import involution_composite
+from .geometry import IntPair, check_inputs
+from .library import involution_op
 
 
 def _autocast_dtype(x: torch.Tensor):
@@ -90,6 +25,11 @@ def involution(x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, paddi
     x[b, c, h * stride - padding + i * dilation, w * stride - padding + j * dilation]``, reading zeros
     outside ``x``.
 
+    It runs the registered op ``torch.ops.involution_mm.involution``, so it works under ``torch.compile``
+    (no graph breaks), ``torch.export``, ``torch.jit.trace``, CUDA graphs and on meta tensors, and its
+    gradients are differentiable again (double backward). During ONNX export it is written in standard
+    operations instead (``composite.py``), so the exported model needs no custom domain.
+
     Args:
         x (Tensor): Input of shape ``(B, C, H, W)``; any memory layout.
         weight (Tensor): Kernels of shape ``(B, G, K_h, K_w, H_out, W_out)``; ``C`` must be divisible by ``G``
@@ -101,9 +41,11 @@ def involution(x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, paddi
             Defaults to ``'auto'``.
 
     Returns:
-        Tensor: ``(B, C, H_out, W_out)`` in the dtype of ``x``. Under ``torch.autocast`` both inputs are
-        first cast to the autocast dtype (float64 inputs are left as they are, as autocast does).
+        Tensor: ``(B, C, H_out, W_out)`` in the dtype of ``x``, channels_last when ``x`` is. Under
+        ``torch.autocast`` both inputs are first cast to the autocast dtype (float64 inputs are left as they
+        are, as autocast does).
     """
+    check_backend_name(backend)
     cast_to = _autocast_dtype(x) if isinstance(x, torch.Tensor) else None
     guard = contextlib.nullcontext()
     if cast_to is not None:
@@ -111,6 +53,9 @@ def involution(x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, paddi
                      for t in (x, weight))
         guard = torch.autocast(x.device.type, enabled=False)
     geo = check_inputs(x, weight, stride, padding, dilation)
-    function = _BACKENDS[select_backend(x, backend)][0]
+    if torch.onnx.is_in_onnx_export():
+        return involution_composite(x, weight, geo.stride, geo.padding, geo.dilation)
+    if not torch.compiler.is_compiling():
+        backend = select_backend(x, backend)  # errors now rather than inside the op; compiled code resolves there
     with guard:
-        return function(x, weight, geo)
+        return involution_op(x, weight, geo.stride, geo.padding, geo.dilation, backend)
