@@ -1,48 +1,77 @@
 #!/usr/bin/env python
-"""RedNet-50 against mmpretrain's ResNet-50 on one GPU: inference and training throughput, side by side.
+"""A model against mmpretrain's ResNet-50 on one GPU: inference and training throughput and training memory.
 
-    python tools/benchmark_models.py                          # batch 64 and 256, float32 and float16
+    python tools/benchmark_models.py                                   # RedNet-50, batch 64 and 256, fp32, fp16
+    python tools/benchmark_models.py --model simam-resnet50 --layout contiguous channels_last \\
+        --mode eager compiled
     python tools/benchmark_models.py --batch 64 --dtype float16 --channels-last --profile
+    python tools/benchmark_models.py --device cpu --batch 2 --iterations 1 --warmup 0 --dtype float32  # smoke
 
 Both classifiers are built from their configs through mmpretrain's registry (backbone, global pooling,
 linear head: what a user trains), in one process, on the same random 224x224 inputs. Inference runs in eval
 mode under ``torch.no_grad``; a training step is forward, cross-entropy on random labels, backward and an SGD
-step with momentum, in train mode. ``float16`` runs under ``torch.autocast``. ``--profile`` prints the CUDA
-kernels that take RedNet-50's training step time.
+step with momentum, in train mode. ``float16`` runs under ``torch.autocast``. ``channels_last`` puts both
+models and the inputs in that layout. ``compiled`` wraps each model in ``torch.compile`` (Inductor, default
+mode; the batch dimension is marked dynamic, so each model compiles once per layout, precision and phase; the
+compilation happens in the warm-up and is not timed). Every (mode, layout, batch, precision) row of the model
+is followed by its ratios against ResNet-50 measured in the same run, and the run ends with the worst ratios.
+``--profile`` prints the CUDA kernels that take the model's training step time.
 """
 import argparse
 import importlib.util
+import math
 import os.path as osp
 import sys
 import time
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch._dynamo.utils import counters
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REDNET_CONFIG = osp.join(REPO, 'configs', 'rednet', 'rednet50_64xb32-warmup-coslr-130e_in1k.py')
+# --model name -> (label, config); a path to a config file is accepted too
+MODELS = {
+    'rednet50': ('RedNet-50', osp.join(REPO, 'configs', 'rednet', 'rednet50_64xb32-warmup-coslr-130e_in1k.py')),
+    'simam-resnet50': ('SimAM-ResNet-50', osp.join(REPO, 'configs', 'simam', 'simam-resnet50_8xb32_in1k.py')),
+}
+BASELINE = 'ResNet-50'
 RESNET_CONFIG = osp.join('.mim', 'configs', 'resnet', 'resnet50_8xb32_in1k.py')  # inside mmpretrain
+LAYOUTS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+Result = Tuple[float, float, float]  # inference img/s, training img/s, training peak GiB (nan off CUDA)
 
 
-def build(config: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
+def build(config: str, device: torch.device, layout: str, simam_backend: str) -> torch.nn.Module:
+    from involution_mm.layers import SimAM
     from involution_mm.upstream import build_model_from_config
-    model = build_model_from_config(config)[0].to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    model = build_model_from_config(config)[0].to(device, memory_format=LAYOUTS[layout])
+    for module in model.modules():
+        if isinstance(module, SimAM):
+            module.backend = simam_backend
+    return model
 
 
-def images_per_second(step, batch: int, iterations: int, warmup: int) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(step: Callable[[], None], batch: int, iterations: int, warmup: int,
+                      device: torch.device) -> float:
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
         step()
-    torch.cuda.synchronize()
+    synchronize(device)
     return batch * iterations / (time.perf_counter() - start)
 
 
 def make_steps(model, inputs, labels, precision):
-    autocast = dict(device_type='cuda', dtype=torch.float16, enabled=precision == 'float16')
+    """The inference and training steps of ``model`` (plain or compiled) on one batch."""
+    autocast = dict(device_type=inputs.device.type, dtype=torch.float16, enabled=precision == 'float16')
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     def infer():
@@ -61,54 +90,126 @@ def make_steps(model, inputs, labels, precision):
     return infer, train
 
 
+def measure(model, inputs, labels, precision: str, iterations: int, warmup: int) -> Result:
+    """Inference and training images/s, and the training step's peak memory in GiB."""
+    infer, train = make_steps(model, inputs, labels, precision)
+    device = inputs.device
+    inference = images_per_second(infer, len(inputs), iterations, warmup, device)
+    if device.type != 'cuda':
+        return inference, images_per_second(train, len(inputs), iterations, warmup, device), float('nan')
+    torch.cuda.reset_peak_memory_stats(device)
+    training = images_per_second(train, len(inputs), iterations, warmup, device)
+    return inference, training, torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def run_block(mode: str, layout: str, configs: Dict[str, str], device: torch.device, args) -> Dict:
+    """Every model at every batch and precision in one mode and layout: ``{(batch, precision, label): Result}``."""
+    results = {}
+    for label, config in configs.items():
+        model = runner = build(config, device, layout, args.simam_backend)
+        warmup = args.warmup
+        if mode == 'compiled':
+            torch._dynamo.reset()  # every model starts with its own compilation cache
+            counters.clear()
+            runner = torch.compile(model, backend=args.compile_backend)
+            warmup += 1  # the first call compiles
+        for batch in args.batch:
+            inputs = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=LAYOUTS[layout])
+            if mode == 'compiled':
+                torch._dynamo.maybe_mark_dynamic(inputs, 0)  # one compilation for every batch size
+            labels = torch.randint(0, 1000, (batch, ), device=device)
+            for precision in args.dtype:
+                result = measure(runner, inputs, labels, precision, args.iterations, warmup)
+                results[batch, precision, label] = result
+                print(f'| {mode} | {layout} | {batch} | {precision} | {label} | {result[0]:.0f} | {result[1]:.0f} | '
+                      f'{gib(result[2])} |', flush=True)
+                if args.profile and label != BASELINE and device.type == 'cuda':
+                    profile_step(make_steps(runner, inputs, labels, precision)[1])
+        if mode == 'compiled':
+            breaks = sum(counters['graph_break'].values())
+            print(f'# {label}, {layout}: {counters["stats"]["unique_graphs"]} graphs, {breaks} graph breaks',
+                  flush=True)
+        del model, runner
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return results
+
+
+def ratio_rows(mode: str, layout: str, label: str, results: Dict, args) -> list:
+    """``label / ResNet-50`` for each batch and precision: inference, training and memory ratios."""
+    rows = []
+    for batch in args.batch:
+        for precision in args.dtype:
+            ours, base = results[batch, precision, label], results[batch, precision, BASELINE]
+            ratios = tuple(a / b for a, b in zip(ours, base))
+            rows.append(ratios)
+            print(f'| {mode} | {layout} | {batch} | {precision} | **{label} / {BASELINE}** | {ratios[0]:.2f}x | '
+                  f'{ratios[1]:.2f}x | {gib(ratios[2], "x")} |', flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', default='rednet50',
+                        help=f'the model to compare with ResNet-50: {" or ".join(MODELS)}, or a config path')
     parser.add_argument('--batch', type=int, nargs='+', default=[64, 256])
     parser.add_argument('--dtype', nargs='+', default=['float32', 'float16'], choices=['float32', 'float16'])
-    parser.add_argument('--channels-last', action='store_true', help='both models and inputs in channels_last')
+    parser.add_argument('--layout', nargs='+', default=['contiguous'], choices=list(LAYOUTS))
+    parser.add_argument('--channels-last', action='store_true', help='same as --layout channels_last')
+    parser.add_argument('--mode', nargs='+', default=['eager'], choices=['eager', 'compiled'])
     parser.add_argument('--iterations', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
-    parser.add_argument('--profile', action='store_true', help="print the top CUDA kernels of RedNet-50's step")
+    parser.add_argument('--compile-backend', default='inductor', help='the torch.compile backend of --mode compiled')
+    parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'], help='cpu: a smoke test only')
+    parser.add_argument('--simam-backend', default='auto', choices=['auto', 'triton', 'pytorch'],
+                        help="the backend of the models' SimAM layers (if any)")
+    parser.add_argument('--profile', action='store_true', help="print the top CUDA kernels of the model's step")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print('error: this benchmark needs a CUDA GPU', file=sys.stderr)
+    layouts = ['channels_last'] if args.channels_last else args.layout
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        print('error: this benchmark needs a CUDA GPU (--device cpu runs a smoke test)', file=sys.stderr)
+        return 2
+    if args.model not in MODELS and not osp.isfile(args.model):
+        print(f'error: --model {args.model!r} is neither one of {list(MODELS)} nor a config file', file=sys.stderr)
         return 2
     spec = importlib.util.find_spec('mmpretrain')
     if spec is None:
         print('error: mmpretrain is not installed (pip install -e ".[cls]")', file=sys.stderr)
         return 2
-    import involution_mm  # noqa: F401  registers RedNet
-    from involution_mm.ops import select_backend
-    device = torch.device('cuda')
-    layout = 'channels_last' if args.channels_last else 'contiguous'
-    configs = {'ResNet-50': osp.join(spec.submodule_search_locations[0], RESNET_CONFIG), 'RedNet-50': REDNET_CONFIG}
-    models = {name: build(config, device, args.channels_last) for name, config in configs.items()}
-    probe = torch.empty(1, 1, 1, 1, device=device)
-    print(f'# {torch.cuda.get_device_name(device)}; torch {torch.__version__}; involution backend '
-          f'{select_backend(probe)!r}; {layout}; {args.iterations} timed iterations after {args.warmup}')
-    print('| batch | precision | model | inference img/s | training img/s | training peak GiB |')
-    print('|---|---|---|---|---|---|')
-    for batch in args.batch:
-        inputs = torch.randn(batch, 3, 224, 224, device=device)
-        if args.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, 1000, (batch, ), device=device)
-        for precision in args.dtype:
-            speeds = {}
-            for name, model in models.items():
-                infer, train = make_steps(model, inputs, labels, precision)
-                inference = images_per_second(infer, batch, args.iterations, args.warmup)
-                torch.cuda.reset_peak_memory_stats(device)
-                training = images_per_second(train, batch, args.iterations, args.warmup)
-                peak = torch.cuda.max_memory_allocated(device) / 2**30
-                speeds[name] = (inference, training)
-                print(f'| {batch} | {precision} | {name} | {inference:.0f} | {training:.0f} | {peak:.1f} |',
-                      flush=True)
-            ratios = [speeds['RedNet-50'][i] / speeds['ResNet-50'][i] for i in range(2)]
-            print(f'| {batch} | {precision} | RedNet / ResNet | {ratios[0]:.2f}x | {ratios[1]:.2f}x | |', flush=True)
-            if args.profile:
-                profile_step(make_steps(models['RedNet-50'], inputs, labels, precision)[1])
+    import involution_mm  # noqa: F401  registers RedNet and the SimAM backbones
+    label, config = MODELS.get(args.model, (osp.splitext(osp.basename(args.model))[0], args.model))
+    configs = {BASELINE: osp.join(spec.submodule_search_locations[0], RESNET_CONFIG), label: config}
+    device = torch.device(args.device)
+    print(f'# {describe(device)}; torch {torch.__version__}; {label} against {BASELINE}; {backends(device)}; '
+          f'{args.iterations} timed iterations after {args.warmup}')
+    print('| mode | layout | batch | precision | model | inference img/s | training img/s | training peak GiB |')
+    print('|---|---|---|---|---|---|---|---|')
+    worst = []
+    for mode in args.mode:
+        for layout in layouts:
+            worst += ratio_rows(mode, layout, label, run_block(mode, layout, configs, device, args), args)
+    print(f'# worst {label} / {BASELINE} over all rows: inference {min(r[0] for r in worst):.2f}x, training '
+          f'{min(r[1] for r in worst):.2f}x, training peak memory {gib(max(r[2] for r in worst), "x")}')
     return 0
+
+
+def gib(value: float, unit: str = '') -> str:
+    """A memory figure or ratio, ``n/a`` where none was measured (off CUDA)."""
+    return 'n/a' if math.isnan(value) else f'{value:.2f}{unit}'
+
+
+def describe(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU (smoke test: not a benchmark)'
+
+
+def backends(device: torch.device) -> str:
+    """The involution backend and the SimAM path that ``auto`` takes on ``device``."""
+    from involution_mm.ops import select_backend
+    from involution_mm.ops.simam import triton_status
+    probe = torch.empty(1, 1, 1, 1, device=device)
+    fused, why = triton_status(device) if device.type == 'cuda' else (False, 'not on CUDA')
+    simam_path = 'fused Triton kernels' if fused else f'PyTorch formula ({why})'
+    return f'involution backend {select_backend(probe)!r}; SimAM auto: {simam_path}'
 
 
 def profile_step(step, rows: int = 12) -> None:

@@ -3,19 +3,23 @@
 #   tests   the op tests, CUDA ones included (test_ops_cuda.py skips nothing when CUDA and CuPy are there)
 #   op      tools/benchmark.py at the RedNet-50 stage shapes, batch 64, float16 and float32, with the tiling sweep
 #   models  tools/benchmark_models.py, RedNet-50 against ResNet-50, contiguous, then channels_last with a profile
+#   simam   the SimAM op tests (tests/test_simam_fused.py), then SimAM-ResNet-50 against ResNet-50, eager, both
+#           layouts, float32 and float16, batch 64 and 256, and a profile of its channels_last float16 step
+#   simam-compiled  the same comparison under torch.compile (each model compiles 8 times: expect minutes)
 #
-#   tools/cuda_checks.sh OUT_DIR [tests] [op] [models]      # default: all three
+#   tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled]      # default: all
 #
 # Where mmengine is not installed and .whl/ holds the wheels of tools/device_wheels.sh, they are installed
 # into a scratch folder first (no network needed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: tools/cuda_checks.sh OUT_DIR [tests] [op] [models]}
+out=${1:?usage: tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled]}
 shift
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(tests op models)
+[ ${#parts[@]} -gt 0 ] || parts=(tests op models simam simam-compiled)
 for part in "${parts[@]}"; do
-    case $part in tests | op | models) ;; *) echo "unknown part '$part': choose tests, op or models" >&2; exit 2 ;; esac
+    case $part in tests | op | models | simam | simam-compiled) ;;
+    *) echo "unknown part '$part': choose tests, op, models, simam or simam-compiled" >&2; exit 2 ;; esac
 done
 mkdir -p "$out"
 PYTHON=${PYTHON:-python3}
@@ -27,6 +31,11 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 "$PYTHON" - <<'EOF' 2>&1 | tee "$out/versions.log"
 import torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())
+try:
+    import triton
+    print('triton', triton.__version__)
+except ImportError:
+    print('triton: not installed (SimAM runs its PyTorch formula)')
 import cupy
 print('cupy', cupy.__version__)
 EOF
@@ -43,6 +52,17 @@ for part in "${parts[@]}"; do
     models)
         "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 &&
             "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 --channels-last --profile ;;
+    simam)
+        "$PYTHON" -m pytest -q -rs tests/test_simam_fused.py
+        tested=$?
+        "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
+            --layout contiguous channels_last &&
+            "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 256 --dtype float16 \
+                --layout channels_last --iterations 5 --profile &&
+            [ $tested -eq 0 ] ;;
+    simam-compiled)
+        "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
+            --layout contiguous channels_last --mode compiled --warmup 2 ;;
     esac 2>&1 | tee "$out/$part.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done

@@ -1,12 +1,11 @@
 """SimAM: parameter-free 3-D attention from a closed-form neuron energy (Yang et al., ICML 2021)."""
+from numbers import Integral
 from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-# Half-precision inputs are upcast for the statistics: the squared deviations overflow float16 and the
-# spatial sums lose precision in both half formats.
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+from ..ops.simam import check_simam_arguments, simam
 
 
 class SimAM(nn.Module):
@@ -25,32 +24,37 @@ class SimAM(nn.Module):
     is ``x * sigmoid(0.5)``, the same weight a constant map of any size gets. Half-precision inputs are
     processed in float32 and returned in their own dtype.
 
+    It runs the ``involution_mm::simam`` operator (``involution_mm.ops.simam``): on CUDA the fused Triton
+    kernels (one read and one write of the activation in the forward pass; autograd saves only the input),
+    elsewhere the PyTorch formula above.
+
     Args:
         in_channels (int, optional): Channels of the input, only checked when given (SimAM works on any
             number of channels). Defaults to None.
         e_lambda (float): The regulariser lambda of the energy function; must be positive. The paper's
             module uses 1e-4; its ImageNet and COCO models use 0.1. Defaults to 1e-4.
+        backend (str): ``'auto'`` (the fused kernels on CUDA where Triton runs, else the formula),
+            ``'triton'`` or ``'pytorch'`` to force one. Defaults to ``'auto'``.
     """
     _abbr_ = 'simam'  # plugin layer name in mmcv's build_plugin_layer
 
-    def __init__(self, in_channels: Optional[int] = None, e_lambda: float = 1e-4) -> None:
+    def __init__(self, in_channels: Optional[int] = None, e_lambda: float = 1e-4, backend: str = 'auto') -> None:
         super().__init__()
-        if not e_lambda > 0:
-            raise ValueError(f'SimAM needs e_lambda > 0 (it keeps the energy finite on constant maps), '
-                             f'got {e_lambda}')
-        self.in_channels = in_channels
+        if in_channels is not None and (isinstance(in_channels, bool) or not isinstance(in_channels, Integral)):
+            raise TypeError(f'SimAM in_channels must be an int or None, got {type(in_channels).__name__} '
+                            f'{in_channels!r}')
+        if in_channels is not None and in_channels < 1:
+            raise ValueError(f'SimAM in_channels must be at least 1 (or None to accept any), got {in_channels}')
+        check_simam_arguments(e_lambda, backend)
+        self.in_channels = None if in_channels is None else int(in_channels)
         self.e_lambda = float(e_lambda)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or (self.in_channels is not None and x.shape[1] != self.in_channels):
             channels = 'C' if self.in_channels is None else self.in_channels
             raise ValueError(f'SimAM expects input (B, {channels}, H, W), got {tuple(x.shape)}')
-        work = x.float() if x.dtype in _LOW_PRECISION else x
-        n = max(x.shape[2] * x.shape[3] - 1, 1)  # d is all zeros when n == 0, so any n > 0 gives 0
-        d = (work - work.mean(dim=(2, 3), keepdim=True)).pow(2)
-        variance = d.sum(dim=(2, 3), keepdim=True) / n
-        inverse_energy = d / (4 * (variance + self.e_lambda)) + 0.5
-        return (work * torch.sigmoid(inverse_energy)).to(x.dtype)
+        return simam(x, self.e_lambda, self.backend)
 
     def forward_hook(self, module: nn.Module, args: Tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         """A forward hook that applies SimAM to ``module``'s output (``module.register_forward_hook``)."""
@@ -58,4 +62,5 @@ class SimAM(nn.Module):
 
     def extra_repr(self) -> str:
         channels = '' if self.in_channels is None else f'in_channels={self.in_channels}, '
-        return f'{channels}e_lambda={self.e_lambda:g}'
+        backend = '' if self.backend == 'auto' else f', backend={self.backend!r}'
+        return f'{channels}e_lambda={self.e_lambda:g}{backend}'
