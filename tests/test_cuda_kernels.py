@@ -160,6 +160,14 @@ def test_gradcheck_float64(shape, emulated_gpu):
     assert torch.autograd.gradcheck(lambda a, b: run_cupy(a, b, stride, padding, dilation), (x, weight))
 
 
+def test_double_backward(emulated_gpu):
+    """Gradients of gradients run the CuPy kernels too (each op's gradients are the other ops)."""
+    x, weight = make_inputs(1, 4, (4, 5), 2, 3, 2, 1, 1)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda a, b: run_cupy(a, b, 2, 1, 1), (x, weight), fast_mode=True)
+
+
 def test_any_memory_layout(emulated_gpu):
     """channels_last, strided views and a stride-0 (expanded) output gradient are read in place."""
     x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1)

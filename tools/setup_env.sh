@@ -59,6 +59,11 @@ if ! have nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37; then
     echo "[setup] installing cuobjdump and nvdisasm 13.5"
     pip install -q "nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37"
 fi
+if ! have onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0; then
+    # the deploy extra: ONNX export (tools/export_onnx.py) and its check on ONNX Runtime
+    echo "[setup] installing onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.32.0"
+    pip install -q "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0"
+fi
 if ! have involution-mm==*; then
     echo "[setup] installing involution-mm (editable)"
     pip install -q --no-deps --no-build-isolation -e .

@@ -12,8 +12,8 @@ from .library import involution_op
 def _autocast_dtype(x: torch.Tensor):
     """The dtype autocast asks for on x's device, or None when autocast is off there."""
     device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return None
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return None  # meta tensors, for one, have no autocast
     return torch.get_autocast_dtype(device_type)
 
 
