@@ -135,8 +135,25 @@ def test_bad_arguments(kwargs, message):
         involution(x, weight, **{'padding': 1, **kwargs})
 
 
+@pytest.mark.parametrize('backend', [3, None, ['pytorch']])
+def test_a_backend_that_is_not_a_string_is_refused(backend):
+    x, weight = make_inputs(1, 16, (6, 6), 4, 3, 1, 1, 1, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"involution backend must be a string \('auto' or one of \['cupy', "):
+        involution(x, weight, padding=1, backend=backend)
+
+
 def test_backend_selection():
     x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1)
     assert 'pytorch' in available_backends()
     assert select_backend(x) == 'pytorch'  # CPU tensors always take the PyTorch backend
     torch.testing.assert_close(involution(x, weight, 1, 1, backend='pytorch'), involution(x, weight, 1, 1))
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_standard_op_formulation_matches_unfold(shape):
+    """What ONNX export records instead of the custom op (ops/composite.py)."""
+    from involution_mm.ops.composite import involution_composite
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation)
+    torch.testing.assert_close(involution_composite(x, weight, pair(stride), pair(padding), pair(dilation)),
+                               unfold_reference(x, weight, pair(stride), pair(padding), pair(dilation)))

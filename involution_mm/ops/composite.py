@@ -28,7 +28,8 @@ def involution_composite(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[in
     """
     groups, k_h, k_w, out_h, out_w = weight.shape[1:]
     padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    grouped = padded.unflatten(1, (groups, -1))  # (B, G, C / G, H + 2 p_h, W + 2 p_w)
+    # (B, G, C / G, H + 2 p_h, W + 2 p_w); a reshape rather than unflatten, which ONNX opsets below 13 lack
+    grouped = padded.reshape(padded.shape[0], groups, -1, padded.shape[2], padded.shape[3])
     tap_weights = weight.flatten(2, 3).split(1, dim=2)  # K_h * K_w of (B, G, 1, H_out, W_out)
     out = None
     for i in range(k_h):
