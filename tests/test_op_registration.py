@@ -126,6 +126,7 @@ def test_rednet_compiles_without_graph_breaks(depth):
 
 @pytest.fixture
 def mmdet_models():
+    pytest.importorskip('mmdet')
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 

@@ -5,6 +5,7 @@ from op_cases import SHAPES, make_inputs, memory_layouts
 
 from involution_mm.ops import cupy_backend, involution, select_backend
 from involution_mm.ops.cupy_backend import compiled_kernels, import_cupy
+from involution_mm.ops.library import backward_input_op, backward_weight_op, involution_op
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or import_cupy()[0] is None,
                                 reason='needs a CUDA GPU and CuPy (cupy-cuda12x or cupy-cuda13x)')
@@ -91,16 +92,66 @@ def test_runs_on_the_current_stream():
 
 
 def test_compiled_once_per_shape_class():
+    """A geometry no other test uses (5x3 kernels, padding (2, 1)), so the counts do not depend on which tests
+    ran before in the process."""
+    def run(batch, height, width, dtype):
+        x = torch.randn(batch, 32, height, width, device='cuda', dtype=dtype)
+        weight = torch.randn(batch, 2, 5, 3, height, width, device='cuda', dtype=dtype)
+        involution(x, weight, 1, (2, 1), backend='cupy')
+
+    before = compiled_kernels.cache_info().misses
+    run(2, 9, 7, torch.float16)
+    assert compiled_kernels.cache_info().misses == before + 1
+    for batch, height, width in ((1, 11, 12), (3, 6, 9)):  # other batch and spatial sizes keep the class
+        run(batch, height, width, torch.float16)
+    assert compiled_kernels.cache_info().misses == before + 1
+    run(2, 9, 7, torch.float32)  # another dtype is another class
+    assert compiled_kernels.cache_info().misses == before + 2
+
+
+def test_opcheck_on_cuda():
+    x, weight = cuda_inputs(SHAPES[3], torch.float32)
+    grad = torch.randn(2, 32, 6, 7, device='cuda')
+    config = ((2, 2), (3, 3), (1, 1), 'cupy')
+    for op, args in ((involution_op, (x, weight) + config),
+                     (backward_input_op, (grad, weight, (11, 13)) + config),
+                     (backward_weight_op, (grad, x, 2, (7, 7)) + config)):
+        args = tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+        assert set(torch.library.opcheck(op, args).values()) == {'SUCCESS'}, op
+
+
+def test_cuda_graph_capture_and_replay():
+    """Forward and both gradients captured in a CUDA graph (no host syncs, outputs from PyTorch's allocator),
+    then replayed on new inputs copied into the captured ones."""
+    x, weight = (t.requires_grad_(True) for t in cuda_inputs(SHAPES[1], torch.float16))
+    grad = torch.randn(2, 32, 9, 7, device='cuda', dtype=torch.float16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up: kernels compiled and launches planned before the capture
+        for _ in range(2):
+            torch.autograd.grad(involution(x, weight, 1, 3, backend='cupy'), (x, weight), grad)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = involution(x, weight, 1, 3, backend='cupy')
+        grad_x, grad_w = torch.autograd.grad(out, (x, weight), grad)
+    new_x, new_w = cuda_inputs(SHAPES[1], torch.float16)
+    new_x, new_w = new_x * 0.5 + 1, new_w.flip(0)
+    with torch.no_grad():
+        x.copy_(new_x)
+        weight.copy_(new_w)
+    graph.replay()
+    want = forward_backward(new_x, new_w, 1, 3, 1, 'pytorch')
+    assert_same((out, grad_x, grad_w), want, torch.float16, want)
+
+
+def test_compile_reduce_overhead():
+    """torch.compile's CUDA-graph mode around the op (Inductor), against eager."""
     x, weight = cuda_inputs(SHAPES[1], torch.float16)
-    involution(x, weight, 1, 3, backend='cupy')
-    compiled = compiled_kernels.cache_info().misses
-    for batch in (1, 3):  # other batch sizes and spatial sizes keep the class
-        x2 = torch.randn(batch, 32, 11, 12, device='cuda', dtype=torch.float16)
-        w2 = torch.randn(batch, 2, 7, 7, 11, 12, device='cuda', dtype=torch.float16)
-        involution(x2, w2, 1, 3, backend='cupy')
-    assert compiled_kernels.cache_info().misses == compiled
-    involution(x.float(), weight.float(), 1, 3, backend='cupy')  # another dtype is another class
-    assert compiled_kernels.cache_info().misses == compiled + 1
+    compiled = torch.compile(lambda a, b: involution(a, b, 1, 3).relu(), mode='reduce-overhead', fullgraph=True)
+    for _ in range(3):
+        got = compiled(x, weight)
+    torch.testing.assert_close(got, involution(x, weight, 1, 3, backend='pytorch').relu(), rtol=2e-3, atol=2e-3)
 
 
 def test_rednet_stage_one_size_launches():

@@ -13,7 +13,8 @@ mode under ``torch.no_grad``; a training step is forward, cross-entropy on rando
 step with momentum, in train mode. ``float16`` runs under ``torch.autocast``. ``channels_last`` puts both
 models and the inputs in that layout. ``compiled`` wraps each model in ``torch.compile`` (Inductor, default
 mode; the batch dimension is marked dynamic, so each model compiles once per layout, precision and phase; the
-compilation happens in the warm-up and is not timed). Every (mode, layout, batch, precision) row of the model
+compilation happens in the warm-up and is not timed); ``reduce-overhead`` is torch.compile's CUDA-graph mode,
+which replays each step as one graph (what matters at batch 1). Every (mode, layout, batch, precision) row of the model
 is followed by its ratios against ResNet-50 measured in the same run, and the run ends with the worst ratios.
 ``--profile`` prints the CUDA kernels that take the model's training step time.
 """
@@ -108,14 +109,15 @@ def run_block(mode: str, layout: str, configs: Dict[str, str], device: torch.dev
     for label, config in configs.items():
         model = runner = build(config, device, layout, args.simam_backend)
         warmup = args.warmup
-        if mode == 'compiled':
+        if mode != 'eager':
             torch._dynamo.reset()  # every model starts with its own compilation cache
             counters.clear()
-            runner = torch.compile(model, backend=args.compile_backend)
-            warmup += 1  # the first call compiles
+            options = dict(mode='reduce-overhead') if mode == 'reduce-overhead' else {}
+            runner = torch.compile(model, backend=args.compile_backend, **options)
+            warmup += 2 if mode == 'reduce-overhead' else 1  # compilation; then CUDA-graph recording
         for batch in args.batch:
             inputs = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=LAYOUTS[layout])
-            if mode == 'compiled':
+            if mode != 'eager':
                 torch._dynamo.maybe_mark_dynamic(inputs, 0)  # one compilation for every batch size
             labels = torch.randint(0, 1000, (batch, ), device=device)
             for precision in args.dtype:
@@ -125,7 +127,7 @@ def run_block(mode: str, layout: str, configs: Dict[str, str], device: torch.dev
                       f'{gib(result[2])} |', flush=True)
                 if args.profile and label != BASELINE and device.type == 'cuda':
                     profile_step(make_steps(runner, inputs, labels, precision)[1])
-        if mode == 'compiled':
+        if mode != 'eager':
             breaks = sum(counters['graph_break'].values())
             print(f'# {label}, {layout}: {counters["stats"]["unique_graphs"]} graphs, {breaks} graph breaks',
                   flush=True)
@@ -156,7 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument('--dtype', nargs='+', default=['float32', 'float16'], choices=['float32', 'float16'])
     parser.add_argument('--layout', nargs='+', default=['contiguous'], choices=list(LAYOUTS))
     parser.add_argument('--channels-last', action='store_true', help='same as --layout channels_last')
-    parser.add_argument('--mode', nargs='+', default=['eager'], choices=['eager', 'compiled'])
+    parser.add_argument('--mode', nargs='+', default=['eager'], choices=['eager', 'compiled', 'reduce-overhead'],
+                        help="torch.compile's default mode (compiled) or its CUDA-graph mode (reduce-overhead)")
     parser.add_argument('--iterations', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--compile-backend', default='inductor', help='the torch.compile backend of --mode compiled')
