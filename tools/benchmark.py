@@ -4,6 +4,8 @@
     python tools/benchmark.py                       # CPU, batch 8, float32
     python tools/benchmark.py --device cuda --batch 64 --dtype float16
     python tools/benchmark.py --device cuda --batch 64 --dtype float16 --tiling   # + CuPy tiling sweep
+    python tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16  # the fused layer, per stage
+    python tools/benchmark.py --latency --device cuda --dtype float16   # batch 1: per-call host time, latency
 
 For each stage's involution (224x224 input, K=7, 16 channels per group) it times forward+backward and
 measures the peak memory allocated beyond the inputs, for ``unfold`` (unfold every 7x7 neighbourhood,
@@ -14,10 +16,17 @@ On CUDA (or with ``--bandwidth``) a second table gives each backend's forward ti
 pass must move (forward reads x and the weight and writes the output, 2|x| + |w|; each of the two gradients
 moves as much again) divided by the bandwidth of a large tensor copy measured in the same run. ``--tiling``
 adds the CuPy kernels' times for every channels-per-thread choice, to tune ``choose_spec``.
+
+``--latency`` measures what matters at batch 1: for each stage's involution, the host time of one call (many
+calls queued without synchronising, divided by their number: Python, dispatch and launch, while the device
+runs behind) and the latency of one call (synchronised), for inference (no_grad) and for a training forward
+(inputs that require grad), next to ``F.conv2d`` with a 7x7 depthwise kernel on the same input (the same
+window over the same map, one cuDNN launch).
 """
 import argparse
 import platform
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -68,12 +77,16 @@ def main(argv=None) -> int:
     parser.add_argument('--bandwidth', action='store_true',
                         help='print the bandwidth-bound table on CPU too (always printed on CUDA)')
     parser.add_argument('--tiling', action='store_true', help='also time every CuPy tiling (CUDA only)')
+    parser.add_argument('--latency', action='store_true',
+                        help='batch 1: per-call host time and latency of the op against F.conv2d')
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if device.type == 'cuda' and not torch.cuda.is_available():
         print('error: --device cuda, but torch sees no CUDA device', file=sys.stderr)
         return 2
 
+    if args.latency:
+        return latency(device, dtype, args.stages, args.repeats)
     print(f'# involution forward+backward, RedNet-50 stage shapes, batch {args.batch}, {args.dtype}, '
           f'K={KERNEL}')
     print(f'# {machine_description(device)}; torch {torch.__version__}')
@@ -134,6 +147,51 @@ def main(argv=None) -> int:
     return 0
 
 
+def host_microseconds(fn, device: torch.device, calls: int = 200) -> float:
+    """Host time of one call: ``calls`` calls queued without synchronising, divided by their number."""
+    fn()
+    best = float('inf')
+    for _ in range(3):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
+def latency(device: torch.device, dtype: torch.dtype, stages, repeats: int) -> int:
+    """The ``--latency`` table: batch 1, every stage, the op against a 7x7 depthwise F.conv2d."""
+    print(f'# involution at batch 1, RedNet-50 stage shapes, {str(dtype)[6:]}, K={KERNEL}: host time of one call '
+          f'(queued, not synchronised) and latency (synchronised), microseconds')
+    print(f'# {machine_description(device)}; torch {torch.__version__}; involution backend '
+          f'{select_backend(torch.empty(1, 1, 1, 1, device=device, dtype=dtype))!r}')
+    header = ['stage', 'shape (C, H, W)', 'op host', 'conv host', 'op latency', 'conv latency',
+              'op host, training', 'conv host, training']
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    for stage, channels, size in STAGES:
+        if stage not in stages:
+            continue
+        x = torch.randn(1, channels, size, size, device=device, dtype=dtype)
+        weight = torch.randn(1, channels // GROUP_CHANNELS, KERNEL, KERNEL, size, size, device=device, dtype=dtype)
+        kernel = torch.randn(channels, 1, KERNEL, KERNEL, device=device, dtype=dtype)
+        op = lambda a, b: involution(a, b, 1, KERNEL // 2)  # noqa: E731
+        conv = lambda a, b: F.conv2d(a, b, padding=KERNEL // 2, groups=channels)  # noqa: E731
+        row = [str(stage), f'({channels}, {size}, {size})']
+        with torch.no_grad():
+            row += [f'{host_microseconds(lambda: op(x, weight), device):.1f}',
+                    f'{host_microseconds(lambda: conv(x, kernel), device):.1f}',
+                    f'{median_time(lambda: op(x, weight), device, repeats, 3) * 1e6:.1f}',
+                    f'{median_time(lambda: conv(x, kernel), device, repeats, 3) * 1e6:.1f}']
+        x.requires_grad_(True)
+        row += [f'{host_microseconds(lambda: op(x, weight), device):.1f}',
+                f'{host_microseconds(lambda: conv(x, kernel), device):.1f}']
+        print('| ' + ' | '.join(row) + ' |', flush=True)
+    return 0
+
+
 def copy_bandwidth(device: torch.device, timed) -> float:
     """Bytes per second a large tensor copy moves, counting both the read and the write."""
     source = torch.empty(2**29, dtype=torch.uint8, device=device)
@@ -176,5 +234,12 @@ def _usable(backend: str, device: torch.device) -> bool:
     return True
 
 
+def layer_main(argv) -> int:
+    """``--layer``: the Involution layer fused against unfused at every RedNet-50 involution shape (its options:
+    ``python tools/benchmark_layer.py --help``)."""
+    from benchmark_layer import main as layer_benchmark
+    return layer_benchmark([arg for arg in argv if arg != '--layer'])
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(layer_main(sys.argv[1:]) if '--layer' in sys.argv[1:] else main())
