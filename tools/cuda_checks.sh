@@ -6,20 +6,35 @@
 #   simam   the SimAM op tests (tests/test_simam_fused.py), then SimAM-ResNet-50 against ResNet-50, eager, both
 #           layouts, float32 and float16, batch 64 and 256, and a profile of its channels_last float16 step
 #   simam-compiled  the same comparison under torch.compile (each model compiles 8 times: expect minutes)
+#   fused   the fused involution layer: its tests (tests/test_fused_involution.py, Triton compiled for the GPU),
+#           then the layer fused against unfused at every RedNet-50 involution shape, float16, batch 64 and
+#           256, contiguous and channels_last (tools/benchmark.py --layer: issue 14's layer targets)
+#   rednet  RedNet-50 (fused layers) against ResNet-50, float16, batch 256, eager and compiled, both layouts,
+#           then each model's best mode and the memory ratios (tools/best_modes.py: issue 14's model targets)
+#   latency the op at batch 1 (tools/benchmark.py --latency): per-call host time and latency against F.conv2d,
+#           float16 and float32 (issue 12)
+#   compile RedNet-50 against ResNet-50, float16, batch 1, 64 and 256, eager, torch.compile and its CUDA-graph
+#           mode (reduce-overhead), in each of COMPILE_LAYOUTS (default: contiguous channels_last; name one per
+#           device call if both do not fit in 10 minutes) (issue 12)
+#   fused-sweep  (only when named) every tile configuration of each fused kernel at stages 1, 2 (stride 2)
+#           and 4, channels_last, to re-tune involution_mm/ops/triton/involution_tiles.py
 #
-#   tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled]      # default: all
+#   tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled] [fused] [rednet] [fused-sweep]
+#   (default: all but fused-sweep; one device call of 10 minutes fits "fused rednet", not all of them)
 #
 # Where mmengine is not installed and .whl/ holds the wheels of tools/device_wheels.sh, they are installed
 # into a scratch folder first (no network needed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled]}
+out=${1:?usage: tools/cuda_checks.sh OUT_DIR [PART ...], parts listed at the top of this file}
 shift
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(tests op models simam simam-compiled)
+[ ${#parts[@]} -gt 0 ] || parts=(tests op models simam simam-compiled fused rednet latency compile)
 for part in "${parts[@]}"; do
-    case $part in tests | op | models | simam | simam-compiled) ;;
-    *) echo "unknown part '$part': choose tests, op, models, simam or simam-compiled" >&2; exit 2 ;; esac
+    case $part in tests | op | models | simam | simam-compiled | fused | rednet | latency | compile | fused-sweep) ;;
+    *) echo "unknown part '$part': choose tests, op, models, simam, simam-compiled, fused, rednet, latency, compile" \
+            "or fused-sweep" >&2
+       exit 2 ;; esac
 done
 mkdir -p "$out"
 PYTHON=${PYTHON:-python3}
@@ -44,7 +59,15 @@ status=0
 for part in "${parts[@]}"; do
     case $part in
     tests)
-        "$PYTHON" -m pytest -q -rs tests/test_ops_cuda.py tests/test_cuda_kernels.py tests/test_ops.py ;;
+        "$PYTHON" -m pytest -q -rs tests/test_ops_cuda.py tests/test_cuda_kernels.py tests/test_ops.py \
+            tests/test_op_registration.py ;;
+    latency)
+        for dtype in float16 float32; do
+            "$PYTHON" tools/benchmark.py --latency --device cuda --dtype "$dtype" --repeats 50 || exit 1
+        done ;;
+    compile)
+        "$PYTHON" tools/benchmark_models.py --model rednet50 --batch 1 64 256 --dtype float16 \
+            --layout ${COMPILE_LAYOUTS:-contiguous channels_last} --mode eager compiled reduce-overhead ;;
     op)
         for dtype in float16 float32; do
             "$PYTHON" tools/benchmark.py --device cuda --batch 64 --dtype "$dtype" --tiling
@@ -63,6 +86,19 @@ for part in "${parts[@]}"; do
     simam-compiled)
         "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
             --layout contiguous channels_last --mode compiled --warmup 2 ;;
+    fused)
+        "$PYTHON" -m pytest -q -rs tests/test_fused_involution.py
+        tested=$?
+        "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16 &&
+            "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16 --channels-last &&
+            [ $tested -eq 0 ] ;;
+    rednet)
+        "$PYTHON" tools/benchmark_models.py --model rednet50 --batch 256 --dtype float16 \
+            --layout contiguous channels_last --mode eager compiled --warmup 2 | tee "$out/rednet-table.log" &&
+            "$PYTHON" tools/best_modes.py "$out/rednet-table.log" ;;
+    fused-sweep)
+        "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 --dtype float16 --channels-last --sweep \
+            --layers 1 '2 s2' 4 ;;
     esac 2>&1 | tee "$out/$part.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done

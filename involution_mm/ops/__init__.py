@@ -1,6 +1,9 @@
-"""The involution operator: torch only, no OpenMMLab imports."""
+"""The operators: involution (CuPy kernels or PyTorch), the fused involution layer and SimAM (Triton kernels
+on CUDA, PyTorch elsewhere), all registered with ``torch.library``. Torch only, no OpenMMLab imports."""
 from .backends import Backend, available_backends, register_backend, select_backend
+from .fused_involution import fused_involution
 from .involution import involution
 from .simam import simam
 
-__all__ = ['involution', 'available_backends', 'register_backend', 'select_backend', 'Backend', 'simam']
+__all__ = ['involution', 'fused_involution', 'simam', 'available_backends', 'register_backend', 'select_backend',
+           'Backend']

@@ -9,7 +9,7 @@ from .geometry import IntPair, check_inputs
 from .library import involution_op
 
 
-def _autocast_dtype(x: torch.Tensor):
+def autocast_dtype(x: torch.Tensor):
     """The dtype autocast asks for on x's device, or None when autocast is off there."""
     device_type = x.device.type
     if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
@@ -46,7 +46,7 @@ def involution(x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, paddi
         are, as autocast does).
     """
     check_backend_name(backend)
-    cast_to = _autocast_dtype(x) if isinstance(x, torch.Tensor) else None
+    cast_to = autocast_dtype(x) if isinstance(x, torch.Tensor) else None
     guard = contextlib.nullcontext()
     if cast_to is not None:
         x, weight = (t.to(cast_to) if t.is_floating_point() and t.dtype != torch.float64 else t

@@ -15,13 +15,13 @@ Triton works on that device (checked once per device, remembered in ``_TRITON_ST
 """
 import math
 import numbers
-import os
 import warnings
 from typing import Dict, Optional, Tuple
 
 import torch
 
 from .geometry import output_memory_format
+from .triton_status import device_key, probe_triton
 
 BACKENDS = ('auto', 'triton', 'pytorch')
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -99,32 +99,18 @@ def simam_formula_backward(grad: torch.Tensor, x: torch.Tensor, e_lambda: float)
 
 
 def triton_status(device: torch.device) -> Tuple[bool, str]:
-    """Whether the fused kernels can run on ``device``, and why not; decided once per device.
-
-    CUDA devices need Triton and compute capability 7.0 or newer, and a first tiny launch must succeed; CPU
-    tensors run them only under the Triton interpreter (``TRITON_INTERPRET=1``, for tests).
-    """
-    key = (device.type, device.index if device.index is not None else -1)
+    """Whether the fused kernels can run on ``device``, and why not; decided once per device by a first tiny
+    launch (``triton_status.probe_triton``: CUDA with compute capability 7.0 or newer, or CPU tensors under
+    the Triton interpreter, ``TRITON_INTERPRET=1``, for tests)."""
+    key = device_key(device)
     if key not in _TRITON_STATUS:
-        _TRITON_STATUS[key] = _probe(device)
+        _TRITON_STATUS[key] = probe_triton(device, _probe_launch, min_capability=(7, 0))
     return _TRITON_STATUS[key]
 
 
-def _probe(device: torch.device) -> Tuple[bool, str]:
-    if device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1':
-        return False, 'CPU tensors run Triton kernels only under TRITON_INTERPRET=1'
-    if device.type not in ('cpu', 'cuda'):
-        return False, f'no Triton kernels for {device.type} tensors'
-    if device.type == 'cuda' and torch.cuda.get_device_capability(device) < (7, 0):
-        return False, f'{torch.cuda.get_device_name(device)} is older than compute capability 7.0'
-    try:
-        kernels = _kernels()
-        if not (device.type == 'cuda' and torch.cuda.is_current_stream_capturing()):
-            probe = torch.ones(1, 1, 2, 2, device=device)
-            kernels.simam_forward(probe, 0.1, torch.empty_like(probe))
-    except Exception as error:  # Triton missing, or it cannot compile/launch here
-        return False, f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'.strip()
-    return True, 'Triton works on this device'
+def _probe_launch(device: torch.device) -> None:
+    probe = torch.ones(1, 1, 2, 2, device=device)
+    _kernels().simam_forward(probe, 0.1, torch.empty_like(probe))
 
 
 def _kernels():

@@ -1,0 +1,295 @@
+"""The fused involution layer as ``torch.library`` operators: kernel generation (the span conv) and
+aggregation in one Triton kernel on CUDA, so the ``(B, G * K * K, Ho, Wo)`` kernel tensor is never stored.
+
+    involution_mm::fused_involution(x, r, weight, bias, kernel_size, stride, padding, dilation, backend) -> out
+    involution_mm::fused_involution_backward_input(grad_out, x, r, weight, bias, ..., backend) -> grad_x
+    involution_mm::fused_involution_backward_kernels(grad_out, x, r, weight, ..., backend)
+        -> (grad_r, grad_weight, grad_bias)
+
+``out = involution(x, conv1x1(r, weight, bias).view(B, G, K, K, Ho, Wo), stride, padding, dilation)``. Autograd
+saves ``x``, ``r`` and the two parameters, nothing of the size of the kernel tensor: the backward ops generate
+the kernels again. Every op has a fake implementation with the real outputs' sizes and strides (outputs keep
+the layout of the tensor they are the value or gradient of), so ``torch.compile`` traces them without graph
+breaks, and meta tensors work.
+
+Backends: ``'triton'`` runs ``ops/triton/involution_fused.py`` (CUDA; CPU tensors too under
+``TRITON_INTERPRET=1``, for tests), ``'reference'`` the same maths in PyTorch operations
+(``fused_reference.py``), ``'auto'`` Triton on CUDA devices where it works (checked once per device, kept in
+``_TRITON_STATUS``), else the reference. Second-order gradients (``create_graph=True``) go through the unfused
+layer (span conv + ``involution``), whose ops are differentiable again.
+"""
+import contextlib
+import warnings
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .fused_reference import reference_forward, reference_grad_input, reference_grad_kernels
+from .geometry import output_memory_format, output_size
+from .involution import autocast_dtype, involution
+from .triton_status import device_key, probe_triton
+
+BACKENDS = ('auto', 'triton', 'reference')
+# (device type, index) -> (whether the Triton kernels run there, why not). Filled once per device.
+_TRITON_STATUS: Dict[Tuple[str, int], Tuple[bool, str]] = {}
+_LAUNCHER = {}  # 'module': involution_mm.ops.triton.involution_fused, once imported (it imports Triton)
+_WARNED = set()  # devices whose fallback to the reference has been reported
+_INDEX_LIMIT = 2**31  # the kernels index within a sample with 32-bit integers
+
+
+def fused_involution(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                     kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                     backend: str = 'auto') -> torch.Tensor:
+    """Involution with its kernels generated on the fly from ``r`` by a 1x1 conv, without storing them.
+
+    Equal to ``involution(x, conv2d(r, weight, bias).view(B, G, K, K, Ho, Wo), stride, padding, dilation)``
+    with ``G = weight.shape[0] / K**2`` groups of ``C / G`` channels.
+
+    Args:
+        x (Tensor): Input ``(B, C, H, W)``, any memory layout.
+        r (Tensor): Reduced features ``(B, R, Ho, Wo)`` at the output's size (in the Involution layer: conv1,
+            norm and activation of the input, average-pooled first when strided).
+        weight (Tensor): The span conv's weight, ``(G * K * K, R)`` or ``(G * K * K, R, 1, 1)``.
+        bias (Tensor, optional): Its bias ``(G * K * K,)``; None for none.
+        kernel_size (int): ``K``, the side of the generated kernels.
+        stride (int): Stride of the aggregation. Defaults to 1.
+        padding (int): Zero padding of ``x`` on each side. Defaults to 0.
+        dilation (int): Spacing between kernel taps. Defaults to 1.
+        backend (str): ``'auto'``, ``'triton'`` (fail if it cannot run) or ``'reference'``. Defaults to
+            ``'auto'``.
+
+    Returns:
+        Tensor: ``(B, C, Ho, Wo)`` in the dtype of ``x``, channels_last when ``x`` is. Sums are float32 (float64
+        for float64 inputs). Under ``torch.autocast`` all floating inputs are first cast to the autocast dtype
+        (float64 is left alone), as the unfused layer's span conv and ``involution`` do.
+    """
+    check_fused_arguments(x, r, weight, bias, kernel_size, stride, padding, dilation, backend)
+    if weight.dim() == 4:
+        weight = weight.flatten(1)
+    if bias is None:
+        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    cast_to = autocast_dtype(x)
+    guard = contextlib.nullcontext()
+    if cast_to is not None:
+        x, r, weight, bias = (t.to(cast_to) if t.dtype != torch.float64 else t for t in (x, r, weight, bias))
+        guard = torch.autocast(x.device.type, enabled=False)
+    _check_same_kind(x, r, weight, bias)
+    if torch.onnx.is_in_onnx_export():
+        return unfused_involution(x, r, weight, bias, kernel_size, stride, padding, dilation)
+    if not torch.compiler.is_compiling():
+        backend = 'triton' if _runs_triton(x, r, backend) else 'reference'  # errors now, not inside the op
+    with guard:
+        return fused_involution_op(x, r, weight, bias, kernel_size, stride, padding, dilation, backend)
+
+
+def unfused_involution(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       kernel_size: int, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """The same result from the span conv and the ``involution`` op (differentiable to any order)."""
+    kernels = F.conv2d(r, weight.reshape(*weight.shape[:2], 1, 1), bias)
+    batch, _, out_h, out_w = kernels.shape
+    groups = weight.shape[0] // kernel_size**2
+    return involution(x, kernels.view(batch, groups, kernel_size, kernel_size, out_h, out_w), stride, padding,
+                      dilation)
+
+
+def check_fused_arguments(x, r, weight, bias, kernel_size, stride, padding, dilation, backend) -> None:
+    """Raise a one-line TypeError/ValueError naming what is wrong with a ``fused_involution`` call."""
+    if not isinstance(backend, str):
+        raise TypeError(f'fused_involution backend must be one of {BACKENDS} as a string, got '
+                        f'{type(backend).__name__}')
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown fused_involution backend {backend!r}: choose one of {BACKENDS}')
+    for name, value, least in (('kernel_size', kernel_size, 1), ('stride', stride, 1), ('padding', padding, 0),
+                               ('dilation', dilation, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f'fused_involution {name} must be an int, got {type(value).__name__} {value!r}')
+        if value < least:
+            raise ValueError(f'fused_involution needs {name} >= {least}, got {value}')
+    tensors = {'x': x, 'r': r, 'weight': weight} if bias is None else {'x': x, 'r': r, 'weight': weight,
+                                                                         'bias': bias}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f'fused_involution {name} must be a tensor, got {type(t).__name__}')
+        if not t.is_floating_point():
+            raise ValueError(f'fused_involution needs floating-point tensors, got {name} of {t.dtype}')
+    if x.dim() != 4 or r.dim() != 4:
+        raise ValueError(f'fused_involution expects x (B, C, H, W) and r (B, R, Ho, Wo), got shapes '
+                         f'{tuple(x.shape)} and {tuple(r.shape)}')
+    taps = kernel_size**2
+    rows = weight.shape[0] if weight.dim() else 0
+    if weight.dim() not in (2, 4) or weight.shape[2:] not in ((), (1, 1)) or rows == 0 or rows % taps:
+        raise ValueError(f'fused_involution weight must be (G * {taps}, R) or (G * {taps}, R, 1, 1) for '
+                         f'kernel_size {kernel_size}, got {tuple(weight.shape)}')
+    groups = rows // taps
+    if x.shape[1] % groups:
+        raise ValueError(f'channels ({x.shape[1]}) of x {tuple(x.shape)} must be divisible by the {groups} groups '
+                         f'of weight {tuple(weight.shape)}')
+    if bias is not None and tuple(bias.shape) != (rows, ):
+        raise ValueError(f'fused_involution bias must be ({rows},) for weight {tuple(weight.shape)}, got '
+                         f'{tuple(bias.shape)}')
+    out_size = tuple(output_size(n, kernel_size, stride, padding, dilation) for n in x.shape[2:])
+    if min(out_size) < 1:
+        raise ValueError(f'input {tuple(x.shape[2:])} is too small for kernel_size {kernel_size}, stride '
+                         f'{stride}, padding {padding}, dilation {dilation}')
+    expected = (x.shape[0], weight.shape[1]) + out_size
+    if tuple(r.shape) != expected:
+        raise ValueError(f'fused_involution r must be {expected} (batch, weight.shape[1], output size) for x '
+                         f'{tuple(x.shape)} and weight {tuple(weight.shape)}, got {tuple(r.shape)}')
+
+
+def _check_same_kind(*tensors: torch.Tensor) -> None:
+    first = tensors[0]
+    if any(t.dtype != first.dtype or t.device != first.device for t in tensors):
+        kinds = ', '.join(f'{t.dtype} on {t.device}' for t in tensors)
+        raise ValueError(f'fused_involution needs x, r, weight and bias of one dtype and device, got {kinds}')
+
+
+def triton_status(device: torch.device) -> Tuple[bool, str]:
+    """Whether the fused kernels run on ``device``, and why not; decided once per device by a tiny launch
+    (``triton_status.probe_triton``: CUDA with compute capability 7.5 or newer, or CPU tensors under
+    ``TRITON_INTERPRET=1``)."""
+    key = device_key(device)
+    if key not in _TRITON_STATUS:
+        _TRITON_STATUS[key] = probe_triton(device, _probe_launch)
+    return _TRITON_STATUS[key]
+
+
+def _probe_launch(device: torch.device) -> None:
+    ones = torch.ones(1, 16, 2, 2, device=device)
+    _launcher().fused_forward(ones, ones, torch.ones(9, 16, device=device), torch.ones(9, device=device), 3, 1, 1, 1)
+
+
+def _launcher():
+    """``ops/triton/involution_fused.py``, imported on first use (importing it imports Triton)."""
+    if 'module' not in _LAUNCHER:
+        from .triton import involution_fused
+        _LAUNCHER['module'] = involution_fused
+    return _LAUNCHER['module']
+
+
+def fused_kernels_run(x: torch.Tensor) -> bool:
+    """Whether ``backend='auto'`` runs the Triton kernels for input ``x`` (on CUDA, where Triton works);
+    the first time it does not on a CUDA device, a warning says why."""
+    return _runs_triton(x, x, 'auto')
+
+
+def _runs_triton(x: torch.Tensor, r: torch.Tensor, backend: str) -> bool:
+    """Whether a call on ``x`` runs the Triton kernels; ``'triton'`` raises where they cannot."""
+    if backend == 'reference' or (backend == 'auto' and x.device.type != 'cuda') or x.numel() == 0:
+        return False
+    usable, reason = triton_status(x.device)
+    if usable:
+        usable, reason = _kernels_take(x, r)
+    if backend == 'auto':
+        if not usable and x.device not in _WARNED:
+            _WARNED.add(x.device)
+            warnings.warn(f'fused involution: the Triton kernels cannot run on {x.device} ({reason}); using '
+                          f'PyTorch operations instead')
+        return usable
+    if not usable:
+        raise RuntimeError(f"fused involution with Triton cannot run on {x.device}: {reason}; use backend='auto' "
+                           f"(Involution: fused='auto')")
+    return True
+
+
+def _kernels_take(x: torch.Tensor, r: torch.Tensor) -> Tuple[bool, str]:
+    """Whether the kernels take these tensors: 32-bit offsets within a sample, bfloat16 on Ampere or newer."""
+    largest = max(sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:])) for t in (x, r))
+    if largest >= _INDEX_LIMIT:
+        return False, f'offsets within a sample reach {largest}, beyond 32-bit indices'
+    if x.dtype == torch.bfloat16 and x.device.type == 'cuda' and torch.cuda.get_device_capability(x.device) < (8, 0):
+        return False, 'bfloat16 needs compute capability 8.0 or newer'
+    return True, ''
+
+
+def _in_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``t`` with the strides of a fresh tensor in ``memory_format`` (those the fake implementations give)."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=memory_format)
+    return t if t.stride() == out.stride() else out.copy_(t)
+
+
+@torch.library.custom_op('involution_mm::fused_involution', mutates_args=())
+def fused_involution_op(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                        kernel_size: int, stride: int, padding: int, dilation: int, backend: str) -> torch.Tensor:
+    """``fused_involution`` of checked inputs (2-d ``weight``, a ``bias``), in the layout of ``x``."""
+    geometry = (kernel_size, stride, padding, dilation)
+    if _runs_triton(x, r, backend):
+        return _launcher().fused_forward(x, r, weight, bias, *geometry)
+    return _in_layout(reference_forward(x, r, weight, bias, *geometry), output_memory_format(x))
+
+
+@torch.library.custom_op('involution_mm::fused_involution_backward_input', mutates_args=())
+def fused_backward_input_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor, kernel_size: int, stride: int, padding: int, dilation: int,
+                            backend: str) -> torch.Tensor:
+    """The gradient of ``fused_involution_op`` for ``x`` (only the shape and layout of ``x`` are used)."""
+    geometry = (kernel_size, stride, padding, dilation)
+    if _runs_triton(x, r, backend):
+        return _launcher().fused_grad_input(grad_out, x, r, weight, bias, *geometry)
+    return _in_layout(reference_grad_input(grad_out, x, r, weight, bias, *geometry), output_memory_format(x))
+
+
+@torch.library.custom_op('involution_mm::fused_involution_backward_kernels', mutates_args=())
+def fused_backward_kernels_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor,
+                              kernel_size: int, stride: int, padding: int, dilation: int,
+                              backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of ``fused_involution_op`` for ``r`` (in its layout), ``weight`` and ``bias``."""
+    geometry = (kernel_size, stride, padding, dilation)
+    if _runs_triton(x, r, backend):
+        return _launcher().fused_grad_kernels(grad_out, x, r, weight, *geometry)
+    grad_r, grad_weight, grad_bias = reference_grad_kernels(grad_out, x, r, weight, *geometry)
+    return _in_layout(grad_r, output_memory_format(r)), grad_weight.contiguous(), grad_bias
+
+
+def _empty(shape, like: torch.Tensor, memory_format=torch.contiguous_format) -> torch.Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+
+
+@fused_involution_op.register_fake
+def _forward_fake(x, r, weight, bias, kernel_size, stride, padding, dilation, backend):
+    return _empty((x.shape[0], x.shape[1], r.shape[2], r.shape[3]), x, output_memory_format(x))
+
+
+@fused_backward_input_op.register_fake
+def _backward_input_fake(grad_out, x, r, weight, bias, kernel_size, stride, padding, dilation, backend):
+    return _empty(x.shape, x, output_memory_format(x))
+
+
+@fused_backward_kernels_op.register_fake
+def _backward_kernels_fake(grad_out, x, r, weight, kernel_size, stride, padding, dilation, backend):
+    return (_empty(r.shape, r, output_memory_format(r)), _empty(weight.shape, weight),
+            _empty(weight.shape[:1], weight))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, r, weight, bias, *geometry, ctx.backend = inputs
+    ctx.geometry = tuple(geometry)
+    ctx.save_for_backward(x, r, weight, bias)
+
+
+def _backward(ctx, grad_out: torch.Tensor):
+    x, r, weight, bias = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:4]
+    if torch.is_grad_enabled():  # create_graph=True: through ops that are differentiable again
+        return _differentiable_grads(grad_out, (x, r, weight, bias), needs, ctx.geometry) + (None, ) * 5
+    grad_x = grad_r = grad_weight = grad_bias = None
+    if needs[0]:
+        grad_x = fused_backward_input_op(grad_out, x, r, weight, bias, *ctx.geometry, ctx.backend)
+    if any(needs[1:]):
+        grad_r, grad_weight, grad_bias = fused_backward_kernels_op(grad_out, x, r, weight, *ctx.geometry,
+                                                                   ctx.backend)
+    grads = (grad_x, grad_r, grad_weight, grad_bias)
+    return tuple(g if need else None for g, need in zip(grads, needs)) + (None, ) * 5
+
+
+def _differentiable_grads(grad_out, inputs, needs, geometry) -> tuple:
+    """Gradients for ``inputs`` (where ``needs``), computed through the unfused layer with a graph."""
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    with torch.enable_grad():
+        out = unfused_involution(*inputs, *geometry)
+    grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
+fused_involution_op.register_autograd(_backward, setup_context=_setup_context)
