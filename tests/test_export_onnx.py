@@ -60,6 +60,33 @@ def test_detector_involution_neck_and_head_export(tmp_path):
     assert domains <= {'', 'ai.onnx'} and batch == 'batch'
 
 
+@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
+def test_involution_layers_in_onnx_runtime(tmp_path, exporter):
+    """Involution layers alone (stride 1 and 2, K 7 and 3, odd sizes), whose outputs depend strongly on the
+    input, so the comparison checks the exported aggregation itself; a dynamic batch (and, with the
+    TorchScript exporter, dynamic height and width: the dynamo exporter takes them too, but its symbolic
+    shape reasoning over every tap's slice costs about a minute here)."""
+    from involution_mm.layers import Involution
+    torch.manual_seed(0)
+    layers = randomise_norms(torch.nn.Sequential(Involution(32, 7, 1), torch.nn.ReLU(), Involution(32, 3, 2)))
+    example = torch.randn(2, 32, 13, 11)
+    path = str(tmp_path / 'layers.onnx')
+    if exporter == 'dynamo':
+        torch.onnx.export(layers, (example, ), path, input_names=['x'], dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim('batch')}, ))
+    else:
+        torch.onnx.export(layers, (example, ), path, input_names=['x'], dynamo=False,
+                          dynamic_axes={'x': {0: 'batch', 2: 'height', 3: 'width'}})
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for shape in ((1, 32, 13, 11), (3, 32, 13, 11) if exporter == 'dynamo' else (3, 32, 9, 16)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            want = layers(x).numpy()
+        got = session.run(None, {'x': x.numpy()})[0]
+        assert got.shape == want.shape and want.std() > 0.1
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 @pytest.mark.parametrize('make_out, message', [
     (lambda tmp: tmp, 'is a folder; give the path of a file'),
     (lambda tmp: tmp / 'missing' / 'model.onnx', 'does not exist; create it first'),
