@@ -22,12 +22,15 @@ from conftest import REPO
 from op_cases import SHAPES, make_inputs, memory_layouts, pair
 
 from involution_mm.ops import backends, cupy_backend, involution
+from involution_mm.ops import cuda_tiling
 from involution_mm.ops.cuda_source import BLOCK_SIZE, KERNEL_NAMES, KernelSpec, choose_spec
+from involution_mm.ops.cuda_tiling import (DEFAULT_TILINGS, LAYOUTS, STAGE_CLASSES, Tiling, as_layout, stage_class,
+                                          table_source, tiling_for)
 from involution_mm.ops.cupy_backend import cupy_usable
 from involution_mm.ops.geometry import check_inputs
 
 # What the CUDA-only parts of involution_kernels.cu become on the host: a global thread index, plain loads,
-# and IEEE half conversions through GCC's _Float16.
+# CUDA's vector types, and IEEE half conversions through GCC's _Float16.
 HOST_PRELUDE = r'''
 #define INVOLUTION_EMULATE_ON_HOST
 #include <cstring>
@@ -36,6 +39,8 @@ HOST_PRELUDE = r'''
 static long long emulated_thread;
 #define THREAD_ID emulated_thread
 #define LOAD(ptr) (*(ptr))
+struct alignas(8) uint2 { unsigned int x, y; };
+struct alignas(16) uint4 { unsigned int x, y, z, w; };
 DEVICE float half_bits_to_float(unsigned short h) { _Float16 v; std::memcpy(&v, &h, 2); return (float)v; }
 DEVICE unsigned short float_to_half_bits(float f) {
     _Float16 v = (_Float16)f; unsigned short h; std::memcpy(&h, &v, 2); return h;
@@ -65,7 +70,8 @@ def host_kernels(tmp_path_factory):
         stem = osp.join(str(build_dir), f'kernels_{abs(hash(spec))}')
         with open(stem + '.cpp', 'w') as f:
             f.write(HOST_PRELUDE + spec.source() + HOST_LAUNCHERS)
-        subprocess.run(['g++', '-O1', '-std=c++17', '-shared', '-fPIC', '-Wall', '-Werror', '-Wno-unknown-pragmas',
+        subprocess.run(['g++', '-O1', '-std=c++17', '-shared', '-fPIC', '-fno-strict-aliasing', '-Wall', '-Werror',
+                        '-Wno-unknown-pragmas',
                         stem + '.cpp', '-o', stem + '.so'], check=True)
         library = ctypes.CDLL(stem + '.so')
         for name in KERNEL_NAMES:
@@ -75,80 +81,101 @@ def host_kernels(tmp_path_factory):
     return load
 
 
-def emulated_launch(host_kernels):
-    """A stand-in for ``cupy_backend._run_kernel`` that runs a planned launch on the host build."""
+def emulated_launch(host_kernels, launched):
+    """A stand-in for ``cupy_backend._run_kernel`` that runs a planned launch on the host build, and records
+    (kernel name, spec) of each launch in ``launched``."""
 
     def run(plan, pointers, device):
         spec, name = plan.kernel
         assert (spec, name) == (plan.spec, plan.name)
         threads = int(plan.scalars[0])
         assert 0 < threads <= plan.grid[0] * BLOCK_SIZE < threads + BLOCK_SIZE
+        if spec.channels_last:  # the vectors' alignment, which the kernels rely on
+            assert all(int(p) % spec.vector_bytes(spec.dtype.itemsize) == 0 for p in pointers)
+        launched.append((name, spec))
         getattr(host_kernels(spec), f'emulate_{name}')(*[int(v) for v in pointers + plan.scalars])
 
     return run
 
 
-@pytest.fixture(params=[0, 10**9], ids=['most-channels-per-thread', 'one-channel-per-thread'])
+@pytest.fixture(params=[0, 10**9], ids=['table-tiling', 'smallest-tiling'])
 def emulated_gpu(request, monkeypatch, host_kernels):
     """Make the CuPy backend run on CPU tensors, its launches on the host build of the kernels; ``params`` is
-    the device's resident threads, which decides how many channels a thread takes. Everything else (the
-    public function, the registered ops and their autograd, launch planning) is the real code."""
+    the device's resident threads: 0 keeps the tiling table's choice, 10**9 shrinks every tile to the least
+    work per thread. Everything else (the public function, the registered ops and their autograd, launch
+    planning) is the real code. Returns the list of (kernel name, spec) launched."""
     cupy = backends._BACKENDS['cupy']
+    launched = []
     monkeypatch.setitem(backends._BACKENDS, 'cupy', cupy._replace(is_usable=lambda x: (True, 'emulated')))
     monkeypatch.setattr(backends, '_RESOLVED', {})
     monkeypatch.setattr(cupy_backend, '_PLANS', {})
     monkeypatch.setattr(cupy_backend, 'compiled_kernels',
                         lambda spec, device_index: {name: (spec, name) for name in KERNEL_NAMES})
-    monkeypatch.setattr(cupy_backend, '_run_kernel', emulated_launch(host_kernels))
+    monkeypatch.setattr(cupy_backend, '_run_kernel', emulated_launch(host_kernels, launched))
     monkeypatch.setattr(cupy_backend, 'resident_threads', lambda device_index: request.param)
-    return request.param
+    monkeypatch.setattr(cupy_backend, 'device_name', lambda device_index: 'emulated')
+    return launched
 
 
 def run_cupy(x, weight, stride, padding, dilation):
     return involution(x, weight, stride, padding, dilation, backend='cupy')
 
 
-def run_kernels(x, weight, stride, padding, dilation):
-    """The CuPy backend on CPU tensors (its kernels emulated); returns out, grad_x, grad_w."""
-    x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
-    out = run_cupy(x, weight, stride, padding, dilation)
+def gradient_like(out, layout='contiguous'):
+    """A fixed output gradient, in the memory layout the next layer would hand back."""
     grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(out.dtype)
-    return (out, ) + torch.autograd.grad(out, (x, weight), grad)
+    return as_layout(grad, layout)
+
+
+def run_kernels(x, weight, stride, padding, dilation, layout='contiguous'):
+    """The CuPy backend on CPU tensors (its kernels emulated); returns out, grad_x, grad_w."""
+    x = as_layout(x, layout).detach().requires_grad_(True)
+    weight = as_layout(weight, layout).detach().requires_grad_(True)
+    out = run_cupy(x, weight, stride, padding, dilation)
+    return (out, ) + torch.autograd.grad(out, (x, weight), gradient_like(out, layout))
 
 
 def run_pytorch(x, weight, stride, padding, dilation):
     x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
     out = involution(x, weight, stride, padding, dilation, backend='pytorch')
-    grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(out.dtype)
-    return (out, ) + torch.autograd.grad(out, (x, weight), grad)
+    return (out, ) + torch.autograd.grad(out, (x, weight), gradient_like(out))
 
 
-@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last], ids=['rows', 'strided'])
+# The variant each layout launches, for every kernel: (channels_last, contiguous_rows) of its spec.
+VARIANTS = {'contiguous': (False, True), 'channels_last': (True, False), 'strided': (False, False)}
+
+
+@pytest.mark.parametrize('layout', list(VARIANTS))
 @pytest.mark.parametrize('shape', SHAPES)
-def test_kernels_match_pytorch_backend_float64(shape, memory_format, emulated_gpu):
-    """Both compiled variants: unit column strides (contiguous) and column strides read at run time."""
+def test_kernels_match_pytorch_backend_float64(shape, layout, emulated_gpu):
+    """Every variant, each on the layout that launches it for all three kernels: row kernels with unit column
+    strides, channel-vector kernels, and row kernels reading column strides at run time."""
     *sizes, stride, padding, dilation = shape
     x, weight = make_inputs(*sizes, stride, padding, dilation)
-    x = x.contiguous(memory_format=memory_format)
-    for got, want, name in zip(run_kernels(x, weight, stride, padding, dilation),
+    for got, want, name in zip(run_kernels(x, weight, stride, padding, dilation, layout),
                                run_pytorch(x, weight, stride, padding, dilation), ('out', 'grad_x', 'grad_w')):
         torch.testing.assert_close(got, want, msg=name)
+    assert {name for name, _ in emulated_gpu} == set(KERNEL_NAMES)
+    launches = layout if x.shape[-2:] != (1, 1) else 'contiguous'  # on a 1x1 map every layout is contiguous
+    assert {(spec.channels_last, spec.contiguous_rows) for _, spec in emulated_gpu} == {VARIANTS[launches]}
 
 
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 1e-3), (torch.bfloat16, 8e-3)])
 @pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[6]])
-def test_kernels_in_every_precision(shape, dtype, tol, emulated_gpu):
+def test_kernels_in_every_precision(shape, dtype, tol, layout, emulated_gpu):
     """Same sums in float32 as the PyTorch backend, so the two differ by about one rounding of the result."""
     *sizes, stride, padding, dilation = shape
     x, weight = (t.to(dtype) for t in make_inputs(*sizes, stride, padding, dilation))
     exact = run_pytorch(x.double(), weight.double(), stride, padding, dilation)
-    for got, want, ref, name in zip(run_kernels(x, weight, stride, padding, dilation),
+    for got, want, ref, name in zip(run_kernels(x, weight, stride, padding, dilation, layout),
                                     run_pytorch(x, weight, stride, padding, dilation), exact,
                                     ('out', 'grad_x', 'grad_w')):
         assert got.dtype == dtype, name
         torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item(), msg=name)
         torch.testing.assert_close(got.double(), want.double(), rtol=2 * tol,
                                    atol=2 * tol * ref.abs().max().item(), msg=name)
+    assert {spec.channels_last for _, spec in emulated_gpu} == {layout == 'channels_last'}
 
 
 @pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[4], SHAPES[6]])
@@ -224,34 +251,85 @@ def test_empty_batch_launches_nothing(emulated_gpu):
     assert out.shape == (0, 8, 6, 6) and grad_x.shape == x.shape and grad_w.shape == weight.shape
 
 
+def test_views_off_the_vector_alignment_take_the_row_kernels(emulated_gpu):
+    """A channels_last view whose first element is not aligned to the channel vectors (its strides are): its
+    launches fall back to the row kernels, per call, and the results stay right."""
+    x, weight = make_inputs(2, 32, (9, 10), 2, 7, 1, 3, 1)
+    storage = torch.zeros(x.numel() + 1, dtype=x.dtype)
+    shifted = storage[1:].view(2, 9, 10, 32).permute(0, 3, 1, 2)  # NHWC, one element off
+    shifted.copy_(x)
+    assert shifted.stride(1) == 1 and shifted.data_ptr() % 16
+    for got, want, name in zip(run_kernels(shifted, weight, 1, 3, 1, 'channels_last'),
+                               run_pytorch(x, weight, 1, 3, 1), ('out', 'grad_x', 'grad_w')):
+        torch.testing.assert_close(got, want, msg=name)
+    for name, spec in emulated_gpu:  # one-channel vectors need only the element alignment the view has
+        aligned = name == 'involution_grad_input' or spec.channels_per_thread == 1  # it reads no shifted map
+        assert spec.channels_last == aligned, name
+
+
+def rednet_geometry(batch, channels, size, dtype=torch.float16):
+    x = torch.empty(batch, channels, size, size, dtype=dtype, device='meta')
+    weight = torch.empty(batch, channels // 16, 7, 7, size, size, dtype=dtype, device='meta')
+    return check_inputs(x, weight, 1, 3, 1)
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('shape', SHAPES)
-def test_tiling_choice(shape):
+def test_tiling_choice(shape, layout):
+    """The table's tiling fitted to each geometry: channels dividing the group's, columns a multiple of the
+    stride, at most 64 weight-gradient accumulators; a launch too small to fill the GPU takes the least work
+    per thread."""
     *sizes, stride, padding, dilation = shape
     x, weight = make_inputs(*sizes, stride, padding, dilation, dtype=torch.float32)
     geo = check_inputs(x, weight, stride, padding, dilation)
-    for dtype in (torch.float16, torch.float32, torch.float64):
-        most, fewest = choose_spec(dtype, geo, 0), choose_spec(dtype, geo, 10**9)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        table = tiling_for(dtype, layout, geo.out_size[1])
+        most, fewest = choose_spec(dtype, geo, 0, layout), choose_spec(dtype, geo, 10**9, layout)
         for spec in (most, fewest):
+            assert spec.channels_last == (layout == 'channels_last')
             assert geo.group_channels % spec.channels_per_thread == 0
             assert spec.pixels_per_thread % geo.stride[1] == 0  # the input-gradient kernel relies on it
             assert spec.wgrad_pixels_per_thread == 1 or spec.wgrad_pixels_per_thread * geo.kernel[1] <= 64
-        assert fewest.channels_per_thread == 1
-        limit = 4 if dtype == torch.float64 else 16 if geo.stride == (1, 1) else 8
-        assert most.channels_per_thread == max(c for c in (1, 2, 4, 8, 16) if c <= limit
+        assert (fewest.channels_per_thread, fewest.pixels_per_thread, fewest.wgrad_pixels_per_thread) == (
+            1, geo.stride[1], 1)
+        assert most.channels_per_thread == max(c for c in (1, 2, 4, 8, 16) if c <= table.channels
                                                and geo.group_channels % c == 0)
+        assert most.pixels_per_thread == geo.stride[1] * -(-table.pixels // geo.stride[1])
 
 
-def test_rednet_stage_tiling():
-    """At the RedNet-50 stage shapes (batch 64, 16 channels per group) threads take all 16 channels of their
-    group, so each kernel weight is read once, except where that would leave an H100 (132 x 2048 resident
-    threads) under-filled."""
+def test_rednet_stages_take_the_table_tiling():
+    """At the RedNet-50 stage shapes from batch 64 an H100 (132 x 2048 resident threads) is filled by the
+    table's tilings as they are, and each launch starts at least half as many threads as it keeps resident."""
     resident = 132 * 2048
-    chosen = {}
     for channels, size in ((64, 56), (128, 28), (256, 14), (512, 7)):
-        x = torch.empty(64, channels, size, size, device='meta')
-        weight = torch.empty(64, channels // 16, 7, 7, size, size, device='meta')
-        chosen[size] = choose_spec(torch.float16, check_inputs(x, weight, 1, 3, 1), resident).channels_per_thread
-    assert chosen[56] == 16 and chosen[7] < 16
+        for dtype in (torch.float16, torch.float32):
+            geo = rednet_geometry(64, channels, size, dtype)
+            for layout in LAYOUTS:
+                spec = choose_spec(dtype, geo, resident, layout)
+                tiling = (spec.channels_per_thread, spec.pixels_per_thread, spec.wgrad_pixels_per_thread)
+                assert tiling == tiling_for(dtype, layout, size), (size, dtype, layout)
+                assert min(spec.threads(name, geo) for name in KERNEL_NAMES) >= resident // 2, (size, dtype, layout)
+
+
+def test_tiling_tables():
+    """The default table covers every (dtype, layout, stage class); a measured table, printed by
+    tools/benchmark.py --tiling, is taken on its device only, and falls back to the defaults."""
+    for dtype in ('float16', 'float32', 'float64'):
+        for layout in LAYOUTS:
+            assert all((dtype, layout, name) in DEFAULT_TILINGS for name in STAGE_CLASSES)
+    assert [stage_class(w) for w in (112, 56, 40, 39, 28, 20, 14, 10, 9, 7, 1)] == [
+        'large', 'large', 'large', 'medium', 'medium', 'medium', 'small', 'small', 'tiny', 'tiny', 'tiny']
+    measured = {('float16', 'channels_last', 'large'): Tiling(2, 1, 1)}
+    source = table_source('Some GPU', measured)
+    assert eval('{' + source + '}', {'Tiling': Tiling}) == {'Some GPU': measured}
+    tables = dict(cuda_tiling.MEASURED_TILINGS, **{'Some GPU': measured})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cuda_tiling, 'MEASURED_TILINGS', tables)
+        assert tiling_for(torch.float16, 'channels_last', 56, 'Some GPU') == Tiling(2, 1, 1)
+        assert tiling_for(torch.bfloat16, 'channels_last', 56, 'Some GPU') == Tiling(2, 1, 1)
+        assert tiling_for(torch.float16, 'channels_last', 56) == DEFAULT_TILINGS['float16', 'channels_last', 'large']
+        assert tiling_for(torch.float16, 'contiguous', 7, 'Some GPU') == DEFAULT_TILINGS['float16', 'contiguous',
+                                                                                       'tiny']
 
 
 def test_cupy_unavailable_is_explained(monkeypatch):
@@ -345,29 +423,41 @@ def compiled_variants(report, tmp_path_factory):
 
 def test_nvcc_compiles_without_register_spills(report, compiled_variants):
     """nvcc (no GPU needed) builds every kernel within the 255 registers that 256-thread blocks allow,
-    without spilling to local memory."""
-    assert len(compiled_variants) == 18
+    without spilling to local memory: every variant RedNet launches in every dtype and layout, with the
+    default table's tiling of every stage class for the tuned cases."""
+    assert len(compiled_variants) == 36
+    assert {(spec.channels_last, spec.contiguous_rows) for _, spec, _, _ in compiled_variants} == set(VARIANTS.values())
     for label, spec, cubin, ptxas in compiled_variants:
         usage = report.register_usage(ptxas)
         assert set(usage) == set(KERNEL_NAMES), ptxas
         assert all(spilled == 0 and registers <= 255 for registers, spilled in usage.values()), f'{label}:\n{ptxas}'
 
 
+# Most instructions per multiply-add in the hottest loops of the RedNet classes (K=7, stride 1) at the largest
+# maps, by (layout, 16-bit): what the default tiling issues, rounded up. At 16 bits an H100 issues about 2.3
+# instructions per multiply-add in the time its memory moves the bytes (docs/benchmarks.md), twice as many in
+# float32. The channel-vector kernels take a whole group per thread; the row kernels take 4 channels (16 would
+# issue 2.6 but leave 8 warps per multiprocessor), so their budget is looser. The first version of the row
+# kernels issued about 8, most of them 64-bit address arithmetic.
+MOST_INSTRUCTIONS = {('channels_last', True): 2.6, ('channels_last', False): 3.1, ('contiguous', True): 4.1,
+                     ('contiguous', False): 3.3}
+
+
 def test_hot_loops_issue_few_instructions_per_multiply_add(report, compiled_variants):
-    """The op is memory-bound only while its loops issue few instructions besides the multiply-adds: at most
-    3 per multiply-add in the three kernels of the classes RedNet runs on contiguous maps (the first version
-    of these kernels issued about 8, most of them 64-bit address arithmetic)."""
+    """The op is memory-bound only while its loops issue few instructions besides the multiply-adds."""
     cuobjdump, env = report.find_cuobjdump()
     if cuobjdump is None:
         pytest.skip('cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)')
     checked = 0
     for label, spec, cubin, _ in compiled_variants:
-        if spec.contiguous_rows and spec.stride == (1, 1) and spec.kernel == (7, 7) and spec.dtype != torch.float64:
+        if spec.stride == (1, 1) and spec.kernel == (7, 7) and spec.dtype != torch.float64 and '(large' in label \
+                and 'strided' not in label:
+            most = MOST_INSTRUCTIONS['channels_last' if spec.channels_last else 'contiguous', spec.dtype.itemsize == 2]
             for name in KERNEL_NAMES:
                 instructions, multiply_adds = report.hottest_loop(cubin, name, cuobjdump, env)
-                assert multiply_adds >= 7 * 4 and instructions <= 3 * multiply_adds, f'{label} {name}'
+                assert multiply_adds >= 7 * 4 and instructions <= most * multiply_adds, f'{label} {name}'
                 checked += 1
-    assert checked == 9
+    assert checked == 18
 
 
 def test_flop_counter_sees_the_cupy_function(emulated_gpu):
@@ -382,11 +472,46 @@ def test_flop_counter_sees_the_cupy_function(emulated_gpu):
     assert result['flops'] == 2 * 32 * 5 * 5 * 49 and not result['uncounted']
 
 
-def test_benchmark_tiling_sweep_runs(emulated_gpu):
-    """tools/benchmark.py --tiling, whose code otherwise runs only on a GPU, on the emulated kernels."""
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_benchmark_tiling_sweep_runs(layout, emulated_gpu, monkeypatch):
+    """tools/benchmark.py --tiling, whose code otherwise runs only on a GPU, on the emulated kernels (three
+    candidates, and a clock under which the last one is fastest)."""
     benchmark = load_tool('benchmark')
-    x, weight = make_inputs(1, 16, (7, 7), 1, 7, 1, 3, 1, dtype=torch.float32)
-    lines = benchmark._tiling_lines(4, x, weight, torch.randn_like(x), lambda fn: (fn(), 1e-3)[1])
-    assert lines[0].startswith('# stage 4, CuPy kernels by channels per thread')
-    assert [line[3:5] for line in lines[1:]] == [' 1', ' 2', ' 4', ' 8', '16']
-    assert sum('*' in line for line in lines) == 1
+    monkeypatch.setattr(benchmark, 'tiling_candidates', lambda dtype: [(1, 1), (2, 2), (4, 1)])
+    clock = iter(range(100, 0, -1))
+    tensors = benchmark.stage_tensors(4, 1, torch.float32, layout, torch.device('cpu'))
+    forward, wgrad = benchmark.sweep_stage(*tensors, layout, lambda fn: (fn(), next(clock))[1])
+    assert set(forward) == set(wgrad) == {(1, 1), (2, 2), (4, 1)}
+    assert {spec.channels_last for _, spec in emulated_gpu} == {layout == 'channels_last'}
+    assert benchmark.best_tiling([forward], [wgrad], layout) == Tiling(4, 1, 1)
+
+
+def test_reference_formulation_on_the_host(tmp_path):
+    """tools/reference_involution.py, the benchmark's stand-in for the original CuPy kernel, run thread by
+    thread on the host against the PyTorch backend (its figures are only worth its correctness)."""
+    reference = load_tool('reference_involution')
+    x, weight = make_inputs(*SHAPES[3])
+    stride, padding, dilation = (pair(v) for v in SHAPES[3][-3:])
+    launchers = ''.join(
+        f'extern "C" void run_{name}(REFERENCE_PARAMS) {{\n'
+        f'    for (emulated_thread = 0; emulated_thread < total; ++emulated_thread)\n'
+        f'        {name}(a, b, result, total, channels, groups, in_h, in_w, out_h, out_w);\n}}\n'
+        for name in reference.KERNEL_NAMES)
+    prelude = '#define REFERENCE_ON_HOST\n#define KERNEL extern "C" void\nstatic long long emulated_thread;\n' \
+              '#define THREAD_ID emulated_thread\n'
+    (tmp_path / 'reference.cpp').write_text(prelude + reference.source(torch.float64, weight.shape[2:4], stride,
+                                                                       padding, dilation) + launchers)
+    subprocess.run(['g++', '-O1', '-shared', '-fPIC', '-Wall', '-Werror', str(tmp_path / 'reference.cpp'), '-o',
+                    str(tmp_path / 'reference.so')], check=True)
+    library = ctypes.CDLL(str(tmp_path / 'reference.so'))
+    out, grad_x, grad_w = run_pytorch(x, weight, stride, padding, dilation)
+    grad = gradient_like(out)
+    sizes = (x.shape[1], weight.shape[1]) + tuple(x.shape[2:]) + tuple(out.shape[2:])
+    got = {}
+    for name, a, b, like in (('reference_forward', x, weight, out), ('reference_grad_input', grad, weight, x),
+                             ('reference_grad_weight', grad, x, weight)):
+        got[name] = torch.empty_like(like)
+        function = getattr(library, f'run_{name}')
+        function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_longlong] + [ctypes.c_int] * 6
+        function(a.data_ptr(), b.data_ptr(), got[name].data_ptr(), like.numel(), *sizes)
+    torch.testing.assert_close(list(got.values()), [out, grad_x, grad_w])

@@ -4,6 +4,7 @@ import torch
 from op_cases import SHAPES, make_inputs, memory_layouts
 
 from involution_mm.ops import cupy_backend, involution, select_backend
+from involution_mm.ops.cuda_tiling import as_layout
 from involution_mm.ops.cupy_backend import compiled_kernels, import_cupy
 from involution_mm.ops.library import backward_input_op, backward_weight_op, involution_op
 
@@ -50,6 +51,27 @@ def test_gradcheck_float64(shape):
                  for t in make_inputs(1, channels, (5, 6), groups, kernel, stride, padding, dilation))
     assert torch.autograd.gradcheck(lambda a, b: involution(a, b, stride, padding, dilation, backend='cupy'),
                                     (x, weight))
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'strided'])
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[6]])
+def test_every_variant_matches_pytorch_backend(shape, dtype, layout):
+    """The channel-vector kernels (NHWC maps, weights as a channels_last span conv's view, the gradient NHWC)
+    and the row kernels with run-time strides, against the PyTorch backend on the same inputs."""
+    stride, padding, dilation = shape[-3:]
+    x, weight = cuda_inputs(shape, dtype)
+    exact = forward_backward(x.double(), weight.double(), stride, padding, dilation, 'pytorch')
+    x_in, w_in = as_layout(x, layout), as_layout(weight, layout)
+    x_in, w_in = x_in.detach().requires_grad_(True), w_in.detach().requires_grad_(True)
+    out = involution(x_in, w_in, stride, padding, dilation, backend='cupy')
+    grad = as_layout(torch.linspace(-1, 1, out.numel(), device='cuda').view(out.shape).to(dtype), layout)
+    got = (out, ) + torch.autograd.grad(out, (x_in, w_in), grad)
+    want = forward_backward(x, weight, stride, padding, dilation, 'pytorch')
+    assert_same(got, want, dtype, exact)
+    variants = {plan.spec.channels_last for key, plan in cupy_backend._PLANS.items()
+                if key[1].in_size == x.shape[2:] and key[2] == dtype and key[3] == x_in.stride()}
+    assert variants == {layout == 'channels_last'}
 
 
 def test_auto_picks_cupy_for_cuda_tensors():

@@ -3,7 +3,8 @@
 
     python tools/benchmark.py                       # CPU, batch 8, float32
     python tools/benchmark.py --device cuda --batch 64 --dtype float16
-    python tools/benchmark.py --device cuda --batch 64 --dtype float16 --tiling   # + CuPy tiling sweep
+    python tools/benchmark.py --device cuda --kernels --batch 64 256 --dtype float16 float32   # issue 13
+    python tools/benchmark.py --device cuda --tiling --batch 64 256 --dtype float16 float32    # tuning table
     python tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16  # the fused layer, per stage
     python tools/benchmark.py --latency --device cuda --dtype float16   # batch 1: per-call host time, latency
 
@@ -14,8 +15,16 @@ the ratios ours/unfold (lower is better). Ratios come from one run, side by side
 
 On CUDA (or with ``--bandwidth``) a second table gives each backend's forward time and its share of the bandwidth bound: the bytes a
 pass must move (forward reads x and the weight and writes the output, 2|x| + |w|; each of the two gradients
-moves as much again) divided by the bandwidth of a large tensor copy measured in the same run. ``--tiling``
-adds the CuPy kernels' times for every channels-per-thread choice, to tune ``choose_spec``.
+moves as much again) divided by the bandwidth of a large tensor copy measured in the same run.
+
+``--kernels`` (CUDA) takes the CuPy kernels alone, for every ``--batch`` and ``--dtype``: the device time of
+the forward, input-gradient and weight-gradient kernels (CUDA-graph replay, so host time per call does not
+count) as shares of the bandwidth bound, contiguous and channels_last (NHWC maps, weights as the view of a
+channels_last span conv, as a channels_last RedNet holds them), and the channels_last / contiguous time
+ratio; in float32 also forward+backward milliseconds (eager, as a model runs them) of the op against the
+original CuPy kernel's formulation (tools/reference_involution.py). ``--tiling`` times every tiling of the
+CuPy kernels at each stage for each layout, batch and dtype, and prints the best per (dtype, layout, stage
+class) as an entry of ``cuda_tiling.MEASURED_TILINGS``.
 
 ``--latency`` measures what matters at batch 1: for each stage's involution, the host time of one call (many
 calls queued without synchronising, divided by their number: Python, dispatch and launch, while the device
@@ -68,25 +77,40 @@ def machine_description(device: torch.device) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16', 'float64'])
+    parser.add_argument('--batch', type=int, nargs='+', default=[8],
+                        help='batch size (several with --kernels and --tiling)')
+    parser.add_argument('--dtype', nargs='+', default=['float32'],
+                        choices=['float32', 'float16', 'bfloat16', 'float64'],
+                        help='dtype (several with --kernels and --tiling)')
     parser.add_argument('--stages', type=int, nargs='+', default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--inner', type=int, default=None,
                         help='calls per timed sample (default 1 on CPU, 20 on CUDA, so launches queue up)')
     parser.add_argument('--bandwidth', action='store_true',
                         help='print the bandwidth-bound table on CPU too (always printed on CUDA)')
-    parser.add_argument('--tiling', action='store_true', help='also time every CuPy tiling (CUDA only)')
+    parser.add_argument('--kernels', action='store_true',
+                        help='CuPy kernels: shares of the bandwidth bound per kernel and layout, float32 against '
+                             'the original formulation (CUDA only)')
+    parser.add_argument('--tiling', action='store_true',
+                        help='time every CuPy tiling and print the best as a tuning table (CUDA only)')
     parser.add_argument('--latency', action='store_true',
                         help='batch 1: per-call host time and latency of the op against F.conv2d')
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype[0])
     if device.type == 'cuda' and not torch.cuda.is_available():
         print('error: --device cuda, but torch sees no CUDA device', file=sys.stderr)
+        return 2
+    if (args.kernels or args.tiling) and device.type != 'cuda':
+        print('error: --kernels and --tiling time the CuPy kernels: use --device cuda', file=sys.stderr)
         return 2
 
     if args.latency:
         return latency(device, dtype, args.stages, args.repeats)
+    if args.kernels or args.tiling:
+        dtypes = [getattr(torch, name) for name in args.dtype]
+        return (kernel_tables if args.kernels else tiling_tables)(device, args.batch, dtypes, args.stages,
+                                                                  args.repeats)
+    args.batch, args.dtype = args.batch[0], args.dtype[0]
     print(f'# involution forward+backward, RedNet-50 stage shapes, batch {args.batch}, {args.dtype}, '
           f'K={KERNEL}')
     print(f'# {machine_description(device)}; torch {torch.__version__}')
@@ -96,7 +120,7 @@ def main(argv=None) -> int:
         return median_time(lambda: [fn() for _ in range(inner)], device, args.repeats) / inner
 
     backends = [name for name in available_backends() if _usable(name, device)]
-    bandwidth_rows, tiling_lines = [], []
+    bandwidth_rows = []
     header = ['stage', 'shape (B, C, H, W), G', 'unfold ms', 'unfold MiB']
     for name in backends:
         header += [f'{name} ms', f'{name} MiB', 'time ratio', 'memory ratio']
@@ -119,8 +143,6 @@ def main(argv=None) -> int:
             results[name] = (timed(run) * 1e3, peak_memory_bytes(run, device) / 2**20)
         if device.type == 'cuda' or args.bandwidth:
             bandwidth_rows.append(_bandwidth_row(stage, x, weight, ops, results, timed))
-            if args.tiling and 'cupy' in backends:
-                tiling_lines += _tiling_lines(stage, x, weight, grad, timed)
         row = [str(stage), f'({args.batch}, {channels}, {size}, {size}), {groups}',
                f'{results["unfold"][0]:.1f}', f'{results["unfold"][1]:.1f}']
         for name in backends:
@@ -143,7 +165,6 @@ def main(argv=None) -> int:
                 row += [f'{forward_ms[name]:.3f}', f'{100 * bound_ms / forward_ms[name]:.0f}%',
                         f'{100 * 3 * bound_ms / pass_ms[name]:.0f}%']
             print('| ' + ' | '.join(row) + ' |', flush=True)
-    print('\n'.join([''] + tiling_lines) if tiling_lines else '', end='')
     return 0
 
 
@@ -207,23 +228,187 @@ def _bandwidth_row(stage, x, weight, ops, results, timed):
     return stage, moved, forward_ms, {name: ms for name, (ms, _) in results.items()}
 
 
-def _tiling_lines(stage, x, weight, grad, timed):
-    """Milliseconds of each CuPy kernel for every channels-per-thread choice; * marks the automatic one."""
+# ---- CuPy kernels alone (--kernels, --tiling) ------------------------------------------------------------
+
+KERNEL_LAYOUTS = ('contiguous', 'channels_last')
+
+
+def graph_ms(fn, calls: int = 20, repeats: int = 5) -> float:
+    """Device milliseconds of one ``fn()``: ``calls`` calls captured in a CUDA graph, the graph replayed
+    ``repeats`` times, the median. No host time per call counts."""
+    fn()  # compile and plan outside the capture
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def stage_tensors(stage: int, batch: int, dtype: torch.dtype, layout: str, device: torch.device):
+    """x, weight and an output gradient of a RedNet-50 stage, as a model in ``layout`` holds them."""
+    from involution_mm.ops.cuda_tiling import as_layout
+    channels, size = next((c, s) for st, c, s in STAGES if st == stage)
+    gen = torch.Generator(device).manual_seed(stage)
+    x = torch.randn(batch, channels, size, size, device=device, dtype=dtype, generator=gen)
+    weight = torch.randn(batch, channels // GROUP_CHANNELS, KERNEL, KERNEL, size, size, device=device, dtype=dtype,
+                         generator=gen)
+    return as_layout(x, layout), as_layout(weight, layout), as_layout(torch.randn_like(x), layout)
+
+
+def kernel_calls(x, weight, grad, spec=None):
+    """name -> a call of that CuPy kernel on the stage's tensors (``spec``: a tiling override)."""
+    from involution_mm.ops import cupy_backend
+    geo = check_inputs(x, weight, 1, KERNEL // 2, 1)
+    return {'forward': lambda: cupy_backend.cupy_forward(x, weight, geo, spec),
+            'grad_input': lambda: cupy_backend.cupy_grad_input(grad, weight, geo, spec),
+            'grad_weight': lambda: cupy_backend.cupy_grad_weight(grad, x, geo, spec)}
+
+
+def graph_copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large tensor copy (read + write), device time."""
+    source = torch.empty(2**29, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    return 2 * source.numel() / (graph_ms(lambda: target.copy_(source)) / 1e3)
+
+
+def kernel_tables(device, batches, dtypes, stages, repeats) -> int:
+    """``--kernels``: per dtype, each kernel's share of the bandwidth bound at every stage and batch in both
+    layouts; in float32 also forward+backward against the original kernel's formulation."""
+    copy = graph_copy_bandwidth(device)
+    print(f'# CuPy kernels at the RedNet-50 stage shapes, K={KERNEL}; {machine_description(device)}; torch '
+          f'{torch.__version__}; copy bandwidth {copy / 1e9:.0f} GB/s (read + write, device time)')
+    for dtype in dtypes:
+        print(f'\n# {str(dtype)[6:]}: share of the bandwidth bound (2|x| + |w| bytes per kernel over the copy '
+              f'bandwidth), device time of CUDA-graph replays; cl/contig: channels_last time over contiguous, '
+              f'three kernels together')
+        header = ['stage', 'batch', 'MB per kernel'] + [f'{layout} {name}' for layout in KERNEL_LAYOUTS
+                                                        for name in ('fwd', 'grad_input', 'grad_weight')]
+        print('| ' + ' | '.join(header + ['cl/contig']) + ' |')
+        print('|' + '---|' * (len(header) + 1))
+        for stage in stages:
+            for batch in batches:
+                print('| ' + ' | '.join(_share_row(device, stage, batch, dtype, copy)) + ' |', flush=True)
+        if dtype == torch.float32:
+            _reference_table(device, batches, stages, repeats)
+    return 0
+
+
+def _share_row(device, stage, batch, dtype, copy):
+    cells, totals = [], {}
+    for layout in KERNEL_LAYOUTS:
+        x, weight, grad = stage_tensors(stage, batch, dtype, layout, device)
+        moved = (2 * x.numel() + weight.numel()) * x.element_size()
+        times = {name: graph_ms(call) for name, call in kernel_calls(x, weight, grad).items()}
+        cells += [f'{100 * moved / copy * 1e3 / ms:.0f}% ({ms:.3f} ms)' for ms in times.values()]
+        totals[layout] = sum(times.values())
+        del x, weight, grad
+    return [str(stage), str(batch), f'{moved / 1e6:.0f}'] + cells + [
+        f'{totals["channels_last"] / totals["contiguous"]:.2f}']
+
+
+def _reference_table(device, batches, stages, repeats):
+    """float32 forward+backward of the op (eager, both layouts) against tools/reference_involution.py."""
+    from reference_involution import reference_involution
+    print('\n# float32 forward+backward ms (eager, host time included, as a model runs it): the op against the '
+          "original CuPy kernel's formulation (tools/reference_involution.py, contiguous copies as it takes)")
+    header = ['stage', 'batch', 'ours contiguous', 'ours channels_last', 'original formulation',
+              'ours contiguous / original', 'ours channels_last / original']
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    ops = {'ours': lambda a, b: involution(a, b, 1, KERNEL // 2, backend='cupy'),
+           'original': lambda a, b: reference_involution(a, b)}
+    for stage in stages:
+        for batch in batches:
+            ms = {}
+            for name, layout in (('ours', 'contiguous'), ('ours', 'channels_last'), ('original', 'contiguous')):
+                x, weight, grad = stage_tensors(stage, batch, torch.float32, layout, device)
+                x.requires_grad_(True)
+                weight.requires_grad_(True)
+                run = forward_backward(ops[name], x, weight, grad)
+                ms[name, layout] = median_time(lambda: [run() for _ in range(10)], device, repeats) * 100
+            original = ms['original', 'contiguous']
+            row = [str(stage), str(batch), f"{ms['ours', 'contiguous']:.3f}", f"{ms['ours', 'channels_last']:.3f}",
+                   f'{original:.3f}', f"{ms['ours', 'contiguous'] / original:.2f}",
+                   f"{ms['ours', 'channels_last'] / original:.2f}"]
+            print('| ' + ' | '.join(row) + ' |', flush=True)
+
+
+def tiling_candidates(dtype: torch.dtype):
+    """Every (channels, columns) a thread can take: forward and input-gradient threads take both, weight-gradient
+    threads the same columns (and, in channels_last, sum the same channels per step)."""
+    most_channels = 4 if dtype == torch.float64 else 16
+    return [(c, p) for c in (1, 2, 4, 8, 16) if c <= most_channels for p in (1, 2, 4, 8) if c * p <= 64]
+
+
+def sweep_stage(x, weight, grad, layout: str, timer):
+    """Milliseconds of every tiling on one stage's tensors: {(channels, pixels): forward + input gradient} and
+    {(channels, pixels): weight gradient}; one compiled variant per pair."""
     from dataclasses import replace
 
-    from involution_mm.ops import cupy_backend
     from involution_mm.ops.cuda_source import choose_spec
     geo = check_inputs(x, weight, 1, KERNEL // 2, 1)
-    chosen = choose_spec(x.dtype, geo, cupy_backend.resident_threads(x.device.index))
-    lines = [f'# stage {stage}, CuPy kernels by channels per thread: forward / input-grad / weight-grad ms']
-    for channels in (1, 2, 4, 8, 16):
-        spec = replace(chosen, channels_per_thread=channels)
-        forward = timed(lambda: cupy_backend.cupy_forward(x, weight, geo, spec))
-        grad_x = timed(lambda: cupy_backend.cupy_grad_input(grad, weight, geo, spec))
-        grad_w = timed(lambda: cupy_backend.cupy_grad_weight(grad, x, geo, spec))
-        mark = '*' if spec == chosen else ' '
-        lines.append(f'# {mark}{channels:2d}: {forward * 1e3:.3f} / {grad_x * 1e3:.3f} / {grad_w * 1e3:.3f}')
-    return lines
+    base = choose_spec(x.dtype, geo, 0, layout)
+    forward, wgrad = {}, {}
+    for channels, pixels in tiling_candidates(x.dtype):
+        spec = replace(base, channels_per_thread=channels, pixels_per_thread=pixels, wgrad_pixels_per_thread=pixels)
+        calls = kernel_calls(x, weight, grad, spec)
+        forward[channels, pixels] = timer(calls['forward']) + timer(calls['grad_input'])
+        wgrad[channels, pixels] = timer(calls['grad_weight'])
+    return forward, wgrad
+
+
+def best_tiling(forward_runs, wgrad_runs, layout: str):
+    """The Tiling with the least time summed over runs (one per batch), each time relative to that run's best:
+    channels and columns by forward + input gradient, then weight-gradient columns, among the runs at those
+    channels in channels_last (where its threads step through a group by them), among all otherwise."""
+    from involution_mm.ops.cuda_tiling import Tiling
+
+    def least(runs, keys):
+        return min(keys, key=lambda k: sum(run[k] / min(run.values()) for run in runs))
+
+    channels, pixels = least(forward_runs, forward_runs[0])
+    wgrad_keys = [k for k in wgrad_runs[0] if k[0] == channels or layout != 'channels_last']
+    return Tiling(channels, pixels, least(wgrad_runs, wgrad_keys)[1])
+
+
+def tiling_tables(device, batches, dtypes, stages, repeats) -> int:
+    """``--tiling``: the best tiling per (dtype, layout, stage class), printed as a MEASURED_TILINGS entry."""
+    from involution_mm.ops.cuda_tiling import stage_class, table_source
+    name = torch.cuda.get_device_name(device)
+    print(f'# CuPy kernel tilings at the RedNet-50 stage shapes, batches {batches}; {name}; device time')
+    table = {}
+    for dtype in dtypes:
+        for layout in KERNEL_LAYOUTS:
+            for stage in stages:
+                runs = []
+                for batch in batches:
+                    runs.append(sweep_stage(*stage_tensors(stage, batch, dtype, layout, device), layout,
+                                            lambda fn: graph_ms(fn, calls=5, repeats=3)))
+                best = best_tiling([f for f, _ in runs], [w for _, w in runs], layout)
+                size = next(s for st, _, s in STAGES if st == stage)
+                table[str(dtype)[6:], layout, stage_class(size)] = best
+                times = ' / '.join(f'{f[best[:2]]:.3f} + {min(t for k, t in w.items() if k[1] == best[2]):.3f}'
+                                   for f, w in runs)
+                print(f'# {str(dtype)[6:]} {layout} stage {stage}: {best}, fwd+grad_input + grad_weight ms by '
+                      f'batch: {times}', flush=True)
+    print('\n# paste into MEASURED_TILINGS in involution_mm/ops/cuda_tiling.py:')
+    print(table_source(name, table))
+    return 0
+
 
 
 def _usable(backend: str, device: torch.device) -> bool:

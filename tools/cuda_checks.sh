@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The CUDA backend's checks on a GPU machine, each part's output also written to OUT_DIR/<part>.log:
 #   tests   the op tests, CUDA ones included (test_ops_cuda.py skips nothing when CUDA and CuPy are there)
-#   op      tools/benchmark.py at the RedNet-50 stage shapes, batch 64, float16 and float32, with the tiling sweep
+#   op      the CuPy kernels at the RedNet-50 stage shapes, batch 64 and 256, float16 and float32 (issue 13's figures:
+#           tools/benchmark.py --kernels): forward, input- and weight-gradient shares of the bandwidth bound,
+#           contiguous and channels_last, their time ratio, and float32 forward+backward against the original
+#           CuPy kernel's formulation
+#   op-tiling  (only when named) every tiling of the CuPy kernels at each stage, batch 64 and 256, float16 and
+#           float32, both layouts; prints the tuning table for involution_mm/ops/cuda_tiling.py
 #   models  tools/benchmark_models.py, RedNet-50 against ResNet-50, contiguous, then channels_last with a profile
 #   simam   the SimAM op tests (tests/test_simam_fused.py), then SimAM-ResNet-50 against ResNet-50, eager, both
 #           layouts, float32 and float16, batch 64 and 256, and a profile of its channels_last float16 step
@@ -20,7 +25,8 @@
 #           and 4, channels_last, to re-tune involution_mm/ops/triton/involution_tiles.py
 #
 #   tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled] [fused] [rednet] [fused-sweep]
-#   (default: all but fused-sweep; one device call of 10 minutes fits "fused rednet", not all of them)
+#                                [op-tiling]
+#   (default: all but fused-sweep and op-tiling; one device call of 10 minutes fits "fused rednet", not all of them)
 #
 # Where mmengine is not installed and .whl/ holds the wheels of tools/device_wheels.sh, they are installed
 # into a scratch folder first (no network needed).
@@ -31,9 +37,10 @@ shift
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(tests op models simam simam-compiled fused rednet latency compile)
 for part in "${parts[@]}"; do
-    case $part in tests | op | models | simam | simam-compiled | fused | rednet | latency | compile | fused-sweep) ;;
-    *) echo "unknown part '$part': choose tests, op, models, simam, simam-compiled, fused, rednet, latency, compile" \
-            "or fused-sweep" >&2
+    case $part in tests | op | op-tiling | models | simam | simam-compiled | fused | rednet | latency | compile | \
+        fused-sweep) ;;
+    *) echo "unknown part '$part': choose tests, op, op-tiling, models, simam, simam-compiled, fused, rednet," \
+            "latency, compile or fused-sweep" >&2
        exit 2 ;; esac
 done
 mkdir -p "$out"
@@ -69,9 +76,9 @@ for part in "${parts[@]}"; do
         "$PYTHON" tools/benchmark_models.py --model rednet50 --batch 1 64 256 --dtype float16 \
             --layout ${COMPILE_LAYOUTS:-contiguous channels_last} --mode eager compiled reduce-overhead ;;
     op)
-        for dtype in float16 float32; do
-            "$PYTHON" tools/benchmark.py --device cuda --batch 64 --dtype "$dtype" --tiling
-        done ;;
+        "$PYTHON" tools/benchmark.py --device cuda --kernels --batch 64 256 --dtype float16 float32 ;;
+    op-tiling)
+        "$PYTHON" tools/benchmark.py --device cuda --tiling --batch 64 256 --dtype float16 float32 ;;
     models)
         "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 &&
             "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 --channels-last --profile ;;

@@ -22,26 +22,49 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from involution_mm.ops.cuda_source import KERNEL_NAMES, KernelSpec, choose_spec  # noqa: E402
-from involution_mm.ops.geometry import check_inputs, output_size  # noqa: E402
+from involution_mm.ops.cuda_source import KERNEL_NAMES, KernelSpec, launch_spec  # noqa: E402
+from involution_mm.ops.cuda_tiling import as_layout  # noqa: E402
+from involution_mm.ops.geometry import check_inputs, output_memory_format, output_size  # noqa: E402
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 FUSED_MULTIPLY_ADDS = ('FFMA', 'DFMA')
 
 
-def launched_variants() -> Iterator[Tuple[str, KernelSpec]]:
-    """(label, spec) of the variants RedNet launches (K=7, stride 1 and 2, 16 channels per group, the most
-    channels per thread) in every dtype, and one odd geometry, on contiguous and channels_last inputs."""
-    cases = [(dtype, (7, 7), (stride, stride), (3, 3), (1, 1), 16) for dtype in DTYPES for stride in (1, 2)]
-    cases.append((torch.float16, (3, 5), (1, 3), (1, 2), (2, 1), 2))
-    for dtype, kernel, stride, padding, dilation, group_channels in cases:
-        x = torch.empty(2, 2 * group_channels, 14, 14, dtype=dtype, device='meta')
-        out_size = [output_size(14, *args) for args in zip(kernel, stride, padding, dilation)]
-        weight = torch.empty(2, 2, *kernel, *out_size, dtype=dtype, device='meta')
-        spec = choose_spec(dtype, check_inputs(x, weight, stride, padding, dilation), 0)
-        for layout, x_in in (('contiguous', x), ('channels_last', x.to(memory_format=torch.channels_last))):
+# A map width of each stage class (cuda_tiling.STAGE_CLASSES): RedNet-50's stage widths at 224x224
+CLASS_WIDTHS = {'large': 56, 'medium': 28, 'small': 14, 'tiny': 7}
+LAYOUTS = ('contiguous', 'channels_last', 'strided')
+
+
+def forward_spec(dtype, width, kernel, stride, padding, dilation, group_channels, layout) -> KernelSpec:
+    """The spec of the forward launch on a batch of 64 maps ``width`` wide in ``layout``, on a full GPU."""
+    x = torch.empty(64, 2 * group_channels, width, width, dtype=dtype, device='meta')
+    out_size = [output_size(width, *args) for args in zip(kernel, stride, padding, dilation)]
+    weight = torch.empty(64, 2, *kernel, *out_size, dtype=dtype, device='meta')
+    geo = check_inputs(x, weight, stride, padding, dilation)
+    x, weight = as_layout(x, layout), as_layout(weight, layout)
+    out = torch.empty(64, x.shape[1], *out_size, dtype=dtype, device='meta',
+                      memory_format=output_memory_format(x))
+    return launch_spec('involution_forward', x, weight, out, geo, 0)
+
+
+def launched_variants(every_class: bool = True) -> Iterator[Tuple[str, KernelSpec]]:
+    """(label, spec) of the variants RedNet launches (K=7, stride 1 and 2, 16 channels per group), by the
+    default tiling table, in every dtype and layout, and of one odd geometry. Every stage class of the tuned
+    cases (float16 and float32, stride 1, contiguous and channels_last) with ``every_class``, else only the
+    largest maps' class; a spec that several classes share is listed once, labelled with all of them."""
+    cases = [(dtype, (7, 7), (stride, stride), (3, 3), (1, 1), 16, layout)
+             for dtype in DTYPES for stride in (1, 2) for layout in LAYOUTS]
+    cases += [(torch.float16, (3, 5), (1, 3), (1, 2), (2, 1), 2, layout) for layout in LAYOUTS]
+    for dtype, kernel, stride, padding, dilation, group_channels, layout in cases:
+        tuned = dtype in (torch.float16, torch.float32) and stride == (1, 1) and layout != 'strided'
+        classes = CLASS_WIDTHS if every_class and tuned else ['large']
+        specs = collections.defaultdict(list)  # spec -> its classes, in the order met
+        for stage_class in classes:
+            args = (dtype, CLASS_WIDTHS[stage_class], kernel, stride, padding, dilation, group_channels, layout)
+            specs[forward_spec(*args)].append(stage_class)
+        for spec, names in specs.items():
             label = f'{str(dtype)[6:]} K={kernel[0]}x{kernel[1]} stride={stride[0]}x{stride[1]} {layout}'
-            yield label, spec.for_tensors(x_in, weight)
+            yield f'{label} ({", ".join(names)})', spec
 
 
 def compile_cubin(spec: KernelSpec, arch: str, directory: str) -> Tuple[str, str]:

@@ -7,12 +7,13 @@ layout, no copies) and take their outputs from PyTorch's caching allocator. CuPy
 (or on other devices) the dispatcher keeps using the PyTorch backend.
 """
 import functools
+from dataclasses import replace
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .cuda_source import BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, choose_spec
+from .cuda_source import BLOCK_SIZE, KERNEL_NAMES, SCALAR_KINDS, KernelSpec, launch_spec
 from .geometry import Geometry, output_memory_format
 
 INSTALL_HINT = 'pip install cupy-cuda12x or cupy-cuda13x, whichever matches your CUDA driver'
@@ -80,6 +81,12 @@ def resident_threads(device_index: int) -> int:
     return props.multi_processor_count * getattr(props, 'max_threads_per_multi_processor', 2048)
 
 
+@functools.lru_cache(maxsize=None)
+def device_name(device_index: int) -> str:
+    """The device's name, which selects its measured tiling table (``cuda_tiling.MEASURED_TILINGS``)."""
+    return torch.cuda.get_device_name(device_index)
+
+
 def _strides(t: torch.Tensor) -> list:
     """Six element strides, zero-padded (the kernels' parameter list)."""
     return [np.int64(s) for s in t.stride()] + [np.int64(0)] * (6 - t.dim())
@@ -102,26 +109,30 @@ class LaunchPlan(NamedTuple):
     scalars: tuple  # the kernel's arguments after the three pointers
     copy_a: bool  # inputs whose 32-bit column offsets would overflow are copied contiguous first
     copy_b: bool
+    misaligned: int  # pointers with any of these bits set cannot take the channel-vector kernels (0: any can)
 
 
-# (kernel name, geometry, dtype, strides of a, b and result, device, tiling override) -> LaunchPlan
+# (kernel name, geometry, dtype, strides of a, b and result, device, tiling override) -> LaunchPlan, and with
+# 'misaligned' appended, the plan of the same call on pointers that are not aligned to its channel vectors
 _PLANS: Dict[tuple, LaunchPlan] = {}
 
 
 def _plan(name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor, geo: Geometry,
           spec: Optional[KernelSpec]) -> LaunchPlan:
     """Work out a launch: the variant that fits the tensors' layouts (of ``spec``, or of the tiling
-    ``choose_spec`` picks), its thread count and arguments."""
-    spec = spec or choose_spec(result.dtype, geo, resident_threads(result.device.index))
+    ``choose_spec`` picks for the layout and device), its thread count and arguments."""
     copy_a, copy_b = (not _column_offsets_fit(t, geo) for t in (a, b))
     a, b = (t.contiguous() if copy else t for t, copy in ((a, copy_a), (b, copy_b)))
-    spec = spec.for_tensors(a, b, result)
+    device = result.device.index
+    spec = (spec.for_tensors(name, a, b, result) if spec else
+            launch_spec(name, a, b, result, geo, resident_threads(device), device_name(device)))
     threads = spec.threads(name, geo)
     sizes = (geo.channels, geo.group_channels) + geo.in_size + geo.out_size
     scalars = tuple([np.int64(threads)] + [np.int32(v) for v in sizes] + _strides(a) + _strides(b)
                     + _strides(result))
-    kernel = compiled_kernels(spec, result.device.index)[name] if threads else None
-    return LaunchPlan(spec, name, kernel, (-(-threads // BLOCK_SIZE), ), scalars, copy_a, copy_b)
+    kernel = compiled_kernels(spec, device)[name] if threads else None
+    return LaunchPlan(spec, name, kernel, (-(-threads // BLOCK_SIZE), ), scalars, copy_a, copy_b,
+                      max(spec.vector_bytes(result.element_size()) - 1, 0))
 
 
 def _launch(name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor, geo: Geometry,
@@ -135,8 +146,19 @@ def _launch(name: str, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor, g
         return  # nothing to compute (an empty batch)
     a = a.contiguous() if plan.copy_a else a
     b = b.contiguous() if plan.copy_b else b
-    _run_kernel(plan, (np.int64(a.data_ptr()), np.int64(b.data_ptr()), np.int64(result.data_ptr())),
-                result.device.index)
+    a_ptr, b_ptr, result_ptr = a.data_ptr(), b.data_ptr(), result.data_ptr()
+    if (a_ptr | b_ptr | result_ptr) & plan.misaligned:  # a view that starts off the vectors' alignment
+        plan = _misaligned_plan(key, plan, a, b, result, geo)
+    _run_kernel(plan, (np.int64(a_ptr), np.int64(b_ptr), np.int64(result_ptr)), result.device.index)
+
+
+def _misaligned_plan(key: tuple, plan: LaunchPlan, a: torch.Tensor, b: torch.Tensor, result: torch.Tensor,
+                     geo: Geometry) -> LaunchPlan:
+    """The plan of a channel-vector launch for pointers off the vectors' alignment: the row kernels."""
+    key = key + ('misaligned', )
+    if key not in _PLANS:
+        _PLANS[key] = _plan(plan.name, a, b, result, geo, replace(plan.spec, channels_last=False))
+    return _PLANS[key]
 
 
 # CUDA stream handle -> the CuPy object wrapping it (made once per stream)
