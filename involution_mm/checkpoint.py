@@ -68,31 +68,61 @@ def allow_checkpoint_globals() -> None:
     torch.serialization.add_safe_globals(safe_globals() + restricted_getattr)
 
 
+# The first bytes of the two formats torch.save writes: a zip archive, and (before torch 1.6, or with
+# _use_new_zipfile_serialization=False) a protocol-2 pickle of a magic number.
+_ZIP_MAGIC = b'PK\x03\x04'
+_LEGACY_MAGIC = b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.'
+_TEXT_BYTES = frozenset(range(32, 127)) | frozenset(b'\t\n\r')
+
+
+def _format_problem(filename: str) -> Optional[str]:
+    """Why a file cannot be a torch.save checkpoint, judged from its first bytes; None if it may be one."""
+    with open(filename, 'rb') as file:
+        head = file.read(512)
+    if not head:
+        return 'it is empty'
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_MAGIC):
+        return None
+    if head[0] == 0x80:  # the PROTO opcode that starts every binary pickle
+        return 'it is a plain pickle (pickle.dump), not a torch.save file, and was not unpickled since ' \
+               'unpickling can run code'
+    if all(byte in _TEXT_BYTES for byte in head):
+        return 'it is a text file'
+    return 'it is in neither of the formats torch.save writes'
+
+
 def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
     """Load a local checkpoint with weights-only unpickling, with errors that say what to do.
 
     Raises:
-        FileNotFoundError: ``filename`` is not a file.
-        CheckpointError: the file is truncated or corrupt, or its pickle names a type outside the
-            allow-list (it is refused: unpickling it could run code).
+        FileNotFoundError: ``filename`` does not exist.
+        CheckpointError: ``filename`` is a folder, is not a file written by ``torch.save``, is truncated or
+            corrupt, or its pickle names a type outside the allow-list (it is refused: unpickling it could
+            run code).
     """
     filename = osp.expanduser(filename)
+    if osp.isdir(filename):
+        raise CheckpointError(f'{filename} is a folder; give the path of a checkpoint file (.pth)')
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    problem = _format_problem(filename)
+    if problem:
+        raise CheckpointError(f'{filename} is not a PyTorch checkpoint: {problem}; give a file written by '
+                              'torch.save (.pth)')
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _refusal_reason(str(err))
         if reason is None:
             raise CheckpointError(f'{filename} is not a loadable checkpoint ({_first_line(err)}); '
-                                  'it may be truncated or corrupt.') from err
+                                  'it may be truncated or corrupt.') from None
         raise CheckpointError(
             f'refused to load {filename}: {reason}, so unpickling it could run arbitrary code. '
             'involution_mm keeps weights-only loading on. If you trust this file and the type is harmless, '
             'allow it with torch.serialization.add_safe_globals([...]) before loading.') from None
-    except (RuntimeError, EOFError, ValueError) as err:
+    except (RuntimeError, EOFError, ValueError, KeyError) as err:
         raise CheckpointError(f'{filename} is not a readable PyTorch checkpoint ({_first_line(err)}); '
-                              'it may be truncated or corrupt.') from err
+                              'it may be truncated or corrupt.') from None
 
 
 def _refusal_reason(message: str) -> Optional[str]:
@@ -106,8 +136,16 @@ def _refusal_reason(message: str) -> Optional[str]:
 
 
 def _first_line(err: Exception) -> str:
+    """The gist of a loading error: the unpickler's own words when torch wraps them in advice (which
+    includes turning weights-only loading off, the one thing not to do), else the first line."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    found = re.search(r'WeightsUnpickler error:\s*(.+)', text)
+    if found:
+        return found.group(1).strip()
+    if not text or 'weights_only' in text:
+        return type(err).__name__
+    line = re.sub(r'^\[enforce fail at [^\]]*\]\s*\.?\s*', '', text.splitlines()[0])  # c10's source location
+    return line.split('. ')[0]  # the first sentence; torch goes on with advice
 
 
 def install_safe_local_loader() -> None:

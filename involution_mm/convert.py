@@ -24,7 +24,7 @@ import os
 import os.path as osp
 import re
 import sys
-import tempfile
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint_file
+from .output_files import check_output_path, written_atomically
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -279,30 +280,27 @@ def _matching_models(state: StateDict, target: str) -> List[str]:
 
 
 def save_atomically(obj: Any, path: str, force: bool = False) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder, so no partial file is left.
+    """``torch.save`` to ``path`` through a temporary file beside it, so no partial file is ever left, also
+    on Ctrl-C or SIGTERM (see :func:`~involution_mm.output_files.written_atomically`).
 
     Raises:
+        OutputPathError: ``path`` cannot be written (a folder, a missing, read-only or non-folder parent).
         FileExistsError: ``path`` exists and ``force`` is False.
     """
-    path = osp.abspath(path)
+    path = check_output_path(path, 'file')
     if osp.exists(path) and not force:
         raise FileExistsError(f'{path} exists; pass --force to overwrite it')
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.part', dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as file:
+    with written_atomically(path) as temporary:
+        with open(temporary, 'wb') as file:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        if osp.exists(temporary):
-            os.unlink(temporary)
-        raise
+
+
+def nonfinite_keys(state: StateDict) -> List[str]:
+    """The keys of the floating-point tensors of ``state`` that hold NaN or inf."""
+    return [key for key, value in state.items()
+            if value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def convert_checkpoint(src: str,
@@ -310,7 +308,8 @@ def convert_checkpoint(src: str,
                        model: Optional[str] = None,
                        target: str = 'mmpretrain',
                        force: bool = False,
-                       config: Optional[str] = None) -> str:
+                       config: Optional[str] = None,
+                       allow_nonfinite: bool = False) -> str:
     """Convert the released checkpoint ``src`` into a checkpoint of our model at ``dst``.
 
     Args:
@@ -323,6 +322,8 @@ def convert_checkpoint(src: str,
         force (bool): Overwrite ``dst`` if it exists. Defaults to False.
         config (str, optional): For a file in the official layout of one of our configs (RedNet classifiers,
             detectors, segmentors): the config whose model it must match exactly.
+        allow_nonfinite (bool): Convert a file whose tensors hold NaN or inf (with a warning that names
+            them) instead of refusing it. Defaults to False.
 
     Returns:
         str: A one-line summary.
@@ -330,9 +331,10 @@ def convert_checkpoint(src: str,
     Raises:
         KeyError: no conversion for ``(model, target)``.
         ValueError: neither or both of ``model`` and ``config`` given.
+        OutputPathError: ``dst`` cannot be written (checked before reading ``src``).
         FileExistsError: ``dst`` exists and ``force`` is False (checked before reading ``src``).
         FileNotFoundError, CheckpointError, ConversionError: ``src`` is missing, unreadable or does not
-            match; nothing is written.
+            match, or holds NaN or inf and ``allow_nonfinite`` is False; nothing is written.
     """
     if (model is None) == (config is None):
         raise ValueError('give either a model (--model, a layout that needs renaming) or a config '
@@ -340,6 +342,7 @@ def convert_checkpoint(src: str,
     if model is not None and (model, target) not in CONVERSIONS:
         raise KeyError(f'no conversion of {model!r} to {target!r}; available: '
                        + ', '.join(f'{m} --to {t}' for m, t in CONVERSIONS))
+    check_output_path(dst, 'file')
     if osp.exists(dst) and not force:
         raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
     conversion = config_conversion(config) if config is not None else CONVERSIONS[model, target]
@@ -350,6 +353,13 @@ def convert_checkpoint(src: str,
         others = [m for m in _matching_models(state, target) if m != model] if model is not None else []
         hint = f'It matches {" and ".join(others)}: pass --model {others[0]}.\n' if others else ''
         raise ConversionError(f'{err}{hint}Nothing was written.') from None
+    nonfinite = [conversion.source_key(key) for key in nonfinite_keys(converted)]  # as named in src
+    if nonfinite:
+        listing = _listing('tensors hold NaN or inf', nonfinite).strip()
+        if not allow_nonfinite:
+            raise ConversionError(f'{src} is damaged: {listing}. A model loaded from it outputs NaN; pass '
+                                  '--allow-nonfinite to convert it anyway. Nothing was written.')
+        warnings.warn(f'{src}: {listing}; converting it since --allow-nonfinite was given')
     meta = dict(plain_meta(released_meta), converted_from=osp.basename(src), source_layout=conversion.source,
                 target=conversion.target)
     if model is not None:
@@ -374,6 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='with --model: mmpretrain (a classifier checkpoint) or mmdet (a backbone '
                         'checkpoint)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
+    parser.add_argument('--allow-nonfinite', action='store_true',
+                        help='convert a file whose tensors hold NaN or inf (they are named in a warning)')
     parser.add_argument('--list', action='store_true', help='list the conversions and exit')
     args = parser.parse_args(argv)
     if args.list:
@@ -385,11 +397,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (args.src and args.dst and (args.model or args.config)):
         parser.error('SRC, DST and --config or --model are required (see --list for the models)')
     try:
-        print(convert_checkpoint(args.src, args.dst, args.model, args.to, args.force, args.config))
-    except (KeyError, FileExistsError, FileNotFoundError, CheckpointError, ConversionError) as err:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            summary = convert_checkpoint(args.src, args.dst, args.model, args.to, args.force, args.config,
+                                         args.allow_nonfinite)
+        for warning in caught:
+            print(f'warning: {warning.message}', file=sys.stderr)
+        print(summary)
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
-        print(f'error: {message}', file=sys.stderr)
+        print(f'error: {message}', file=sys.stderr)  # ValueError: ConversionError and OutputPathError
         return 1
+    except KeyboardInterrupt:
+        print('interrupted; nothing was written', file=sys.stderr)
+        return 130
     return 0
 
 

@@ -198,6 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as err:
         print(f'error: {err}; install the deploy extra: pip install "involution-mm[deploy]"', file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print('interrupted; nothing was written', file=sys.stderr)
+        return 130
     return 0
 
 

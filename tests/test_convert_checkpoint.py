@@ -149,6 +149,7 @@ def test_files_without_bn_counters_convert(tmp_path, resnet18):
 def test_command_line_writes_and_keeps_an_existing_output(tmp_path, resnet18):
     _, src = resnet18
     dst = tmp_path / 'out' / 'simam-resnet18.pth'
+    dst.parent.mkdir()
     out = run_command(['python', 'tools/convert_checkpoint.py', src, str(dst), '--model', 'simam-resnet18'])
     assert dst.is_file() and 'simam-resnet18' in out
     assert oct(dst.stat().st_mode & 0o777) != oct(0o600)  # not the temporary file's private mode

@@ -3,10 +3,10 @@
 torch.compile without graph breaks), the Involution layer's fused path (state dicts, BN statistics, autocast,
 RedNet) and its argument checks, and the kernels compiled for sm_90.
 
-Without CUDA the Triton kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set before
-the kernels are defined); with CUDA the same tests compile them for the GPU. Shapes are the smallest that still
-reach every branch: partial tiles, several tiles and group chunks, odd sizes, strides 1 to 3, dilation 2,
-kernels 3 and 7, group widths 16, 8 and 12, both layouts.
+Without CUDA the Triton kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set by
+conftest.py before anything imports Triton); with CUDA the same tests compile them for the GPU. Shapes are the
+smallest that still reach every branch: partial tiles, several tiles and group chunks, odd sizes, strides 1 to
+3, dilation 2, kernels 3 and 7, group widths 16, 8 and 12, both layouts.
 """
 import copy
 import importlib
@@ -20,15 +20,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-if not torch.cuda.is_available():
-    os.environ.setdefault('TRITON_INTERPRET', '1')
-
-from conftest import REPO, randomise_norms  # noqa: E402
-from involution_mm.backbones import RedNet  # noqa: E402
-from involution_mm.layers import Involution  # noqa: E402
-from involution_mm.ops.fused_involution import (fused_backward_input_op, fused_backward_kernels_op,  # noqa: E402
+from conftest import REPO, randomise_norms
+from involution_mm.backbones import RedNet
+from involution_mm.layers import Involution
+from involution_mm.ops.fused_involution import (fused_backward_input_op, fused_backward_kernels_op,
                                                 fused_involution, fused_involution_op, unfused_involution)
-from involution_mm.ops.geometry import output_memory_format  # noqa: E402
+from involution_mm.ops.geometry import output_memory_format
 
 DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 TRITON_RUNS_HERE = importlib.util.find_spec('triton') is not None and (

@@ -2,8 +2,8 @@
 operator's registration (opcheck, fake strides, autograd), torch.compile without graph breaks, the choice of
 path, and the SimAM layer's argument checks.
 
-Without CUDA the Triton kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set before
-the kernels are defined); with CUDA the same tests compile them for the GPU.
+Without CUDA the Triton kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set by
+conftest.py before anything imports Triton); with CUDA the same tests compile them for the GPU.
 """
 import importlib
 import importlib.util
@@ -13,12 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-if not torch.cuda.is_available():
-    os.environ.setdefault('TRITON_INTERPRET', '1')
-
-from involution_mm.layers import SimAM  # noqa: E402
-from involution_mm.ops.geometry import output_memory_format  # noqa: E402
-from involution_mm.ops.simam import simam, simam_backward_op, simam_formula, simam_op  # noqa: E402
+from involution_mm.layers import SimAM
+from involution_mm.ops.geometry import output_memory_format
+from involution_mm.ops.simam import simam, simam_backward_op, simam_formula, simam_op
 
 simam_module = importlib.import_module('involution_mm.ops.simam')  # the module (ops exports the function)
 DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

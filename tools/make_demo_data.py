@@ -1,48 +1,101 @@
 #!/usr/bin/env python
 """Write a tiny dataset in an upstream on-disk format, in seconds.
 
-    python tools/make_demo_data.py imagenet data/demo_imagenet
+    mkdir -p data && python tools/make_demo_data.py imagenet data/demo_imagenet
 
-Formats are the modules of ``tools/demo_data`` (each documents its layout). The output folder is built
-beside its destination and moved into place, so it is never left half-written; an existing one is replaced.
+Formats are the modules of ``tools/demo_data`` (each documents its layout). The folder is written beside
+its destination and moved into place when complete, so it is never left half-written, also when the tool
+is interrupted (Ctrl-C, SIGTERM). Each folder it writes holds a marker file; an existing folder is replaced
+only if it holds that marker (or is empty), so a folder of yours is never touched. The folder around it
+must exist.
 """
 import argparse
 import importlib
+import importlib.util
 import os
 import os.path as osp
 import pkgutil
-import shutil
 import sys
-import tempfile
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, TOOLS)
 import demo_data  # noqa: E402
 
+
+def _load_output_files():
+    """involution_mm/output_files.py of this checkout, without importing the package (torch and the
+    frameworks), so that the tool starts in a fraction of a second."""
+    path = osp.join(osp.dirname(TOOLS), 'involution_mm', 'output_files.py')
+    spec = importlib.util.spec_from_file_location('involution_mm_output_files', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_output_files = _load_output_files()
+OutputPathError = _output_files.OutputPathError
+check_output_path, written_atomically = _output_files.check_output_path, _output_files.written_atomically
+
 FORMATS = sorted(m.name for m in pkgutil.iter_modules(demo_data.__path__))
+# Written into every dataset folder; its presence means the folder is ours to replace.
+MARKER = '.involution_mm_demo_data'
 
 
-def write_atomically(kind: str, out_dir: str, seed: int = 0) -> None:
-    """Write dataset ``kind`` to ``out_dir`` through a staging folder in the same parent."""
+def check_replaceable(out_dir: str) -> None:
+    """Refuse an existing folder that is neither empty nor one that this tool wrote.
+
+    Raises:
+        OutputPathError: ``out_dir`` holds files and no marker.
+    """
+    if osp.isdir(out_dir) and os.listdir(out_dir) and not osp.isfile(osp.join(out_dir, MARKER)):
+        raise OutputPathError(f'{out_dir} is not empty and was not written by make_demo_data.py, so it is '
+                              'left alone; give a new or empty folder')
+
+
+def write_atomically(kind: str, out_dir: str, seed: int = 0, **options) -> str:
+    """Write dataset ``kind`` to ``out_dir``, replacing a folder only if this tool wrote it.
+
+    Args:
+        kind (str): One of :data:`FORMATS`.
+        out_dir (str): The dataset folder.
+        seed (int): Seed of the generated content. Defaults to 0.
+        **options: Passed to the format's ``write`` (for example ``train_per_class`` for imagenet).
+
+    Returns:
+        str: The absolute path of the folder.
+
+    Raises:
+        OutputPathError: ``out_dir`` cannot be written, or is a folder of someone else's.
+    """
     writer = importlib.import_module(f'demo_data.{kind}').write
-    out_dir = osp.abspath(out_dir)
-    os.makedirs(osp.dirname(out_dir), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.demo-', dir=osp.dirname(out_dir))
-    try:
-        writer(osp.join(staging, 'data'), seed=seed)
-        if osp.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(osp.join(staging, 'data'), out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    out_dir = check_output_path(out_dir, 'folder')
+    check_replaceable(out_dir)
+    with written_atomically(out_dir) as staging:
+        writer(staging, seed=seed, **options)
+        with open(osp.join(staging, MARKER), 'w') as f:
+            f.write(f'Written by tools/make_demo_data.py ({kind}, seed {seed}); it may replace this folder.\n')
+    return out_dir
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('kind', choices=FORMATS, help='dataset format')
-    parser.add_argument('out_dir', help='folder to write (replaced if it exists)')
+    parser.add_argument('out_dir', help='folder to write (a folder this tool wrote before is replaced)')
     parser.add_argument('--seed', type=int, default=0, help='random seed of the generated content')
+    parser.add_argument('--train-per-class', type=int, help='imagenet: training images of each class')
+    parser.add_argument('--val-per-class', type=int, help='imagenet: held-out images of each class')
     args = parser.parse_args(argv)
-    write_atomically(args.kind, args.out_dir, args.seed)
+    options = {key: value for key, value in vars(args).items() if key.endswith('_per_class') and value}
+    if options and args.kind != 'imagenet':
+        parser.error('--train-per-class and --val-per-class apply to imagenet only')
+    try:
+        write_atomically(args.kind, args.out_dir, args.seed, **options)
+    except OutputPathError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('interrupted; nothing was written', file=sys.stderr)
+        return 130
     print(f'wrote a tiny {args.kind} dataset to {args.out_dir}')
     return 0
 

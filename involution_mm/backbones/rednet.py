@@ -12,6 +12,19 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..layers import Involution
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value, low: Optional[int] = None, high: Optional[int] = None) -> None:
+    """Raise a one-line TypeError or ValueError unless ``value`` is an int in ``[low, high]``."""
+    if not _is_int(value):
+        raise TypeError(f'RedNet {name} must be an int, got {value!r} ({type(value).__name__})')
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f'at least {low}' if high is None else f'from {low} to {high}'
+        raise ValueError(f'RedNet {name} must be {bounds}, got {value}')
+
+
 class RedNetBottleneck(BaseModule):
     """conv1x1 - involution - conv1x1 bottleneck with expansion 4; the involution carries the stride.
 
@@ -107,8 +120,8 @@ class RedNet(BaseModule):
             detection and segmentation backbones. Defaults to 3.
         involution_kernel (int): Kernel size of the bottleneck involutions. Defaults to 7.
         involution_backend (str): Backend of the involution op. Defaults to 'auto'.
-        frozen_stages (int): Stages to freeze (no gradients, eval mode); 0 freezes the stem only, -1 nothing.
-            Defaults to -1.
+        frozen_stages (int): Stages to freeze (no gradients, eval mode), -1 to ``num_stages``; 0 freezes the
+            stem only, -1 nothing. Defaults to -1.
         conv_cfg (dict, optional): Conv layer config. Defaults to None.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN', requires_grad=True)``.
         norm_eval (bool): Keep norm layers in eval mode while training (frozen running stats).
@@ -117,6 +130,10 @@ class RedNet(BaseModule):
         zero_init_residual (bool): Zero-initialise the last norm of each bottleneck, unless weights come
             from a pretrained checkpoint. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization config.
+
+    Raises:
+        TypeError: an argument is not of its type (for example ``depth='50'``).
+        ValueError: an argument is out of range (an unknown depth, ``frozen_stages`` beyond the stages).
 
     Example:
         >>> import torch
@@ -161,13 +178,26 @@ class RedNet(BaseModule):
                      dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
                  ]) -> None:
         super().__init__(init_cfg)
+        if not _is_int(depth):
+            raise TypeError(f'RedNet depth must be an int, one of {sorted(self.arch_settings)}, got {depth!r} '
+                            f'({type(depth).__name__})')
         if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth} for RedNet; choose one of {sorted(self.arch_settings)}')
+            raise ValueError(f'invalid depth {depth} for RedNet; choose one of {sorted(self.arch_settings)}')
+        for name, value in (('in_channels', in_channels), ('stem_channels', stem_channels),
+                            ('base_channels', base_channels), ('num_stages', num_stages)):
+            _check_int(name, value, low=1)
+        for name, values in (('strides', strides), ('dilations', dilations), ('out_indices', out_indices)):
+            if not isinstance(values, Sequence) or not all(_is_int(v) for v in values):
+                raise TypeError(f'RedNet {name} must be a sequence of ints, got {values!r}')
         if not 1 <= num_stages <= 4 or len(strides) != num_stages or len(dilations) != num_stages:
             raise ValueError(f'RedNet needs 1 to 4 stages with one stride and one dilation each, got '
                              f'num_stages={num_stages}, strides={strides}, dilations={dilations}')
+        if not all(v >= 1 for v in (*strides, *dilations)):
+            raise ValueError(f'RedNet strides and dilations must be positive, got strides={strides}, '
+                             f'dilations={dilations}')
         if not out_indices or not all(0 <= i < num_stages for i in out_indices):
             raise ValueError(f'out_indices {out_indices} must name stages in [0, {num_stages})')
+        _check_int('frozen_stages', frozen_stages, low=-1, high=num_stages)
         self.depth = depth
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages

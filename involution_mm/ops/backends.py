@@ -36,8 +36,9 @@ _BACKENDS: Dict[str, Backend] = {
 _AUTO_ORDER: List[str] = ['cupy', 'pytorch']
 # (backend asked for, device type, device index, dtype) -> the backend that runs
 _RESOLVED: Dict[tuple, str] = {}
-# Device types whose 'auto' choice has been logged (once per process).
-_ANNOUNCED = {'cpu'}
+# Device types whose 'auto' choice has been logged (once per process); CPU and meta tensors (shape
+# inference) take the PyTorch backend as expected, so that is not announced.
+_ANNOUNCED = {'cpu', 'meta'}
 
 
 def available_backends() -> List[str]:

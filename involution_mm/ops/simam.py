@@ -133,7 +133,8 @@ def _runs_triton(x: torch.Tensor, backend: str) -> bool:
                           f'PyTorch formula')
         return usable and _unsupported(x) is None
     if not usable:
-        raise RuntimeError(f"SimAM backend 'triton' cannot run on {x.device}: {reason}")
+        raise RuntimeError(f"SimAM backend 'triton' cannot run on {x.device}: {reason}; use backend='auto' "
+                           "(SimAM: backend='auto')")
     if _unsupported(x) is not None:
         raise RuntimeError(f"SimAM backend 'triton' {_unsupported(x)}; use backend='pytorch'")
     return True

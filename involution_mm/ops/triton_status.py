@@ -24,6 +24,9 @@ def probe_triton(device: torch.device, launch: Callable[[torch.device], object],
     """
     if device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1':
         return False, 'CPU tensors run the Triton kernels only under TRITON_INTERPRET=1 (for tests)'
+    if device.type == 'cpu' and not _interpreter_defined_triton_language():
+        return False, ('Triton was imported before TRITON_INTERPRET=1 was set, so its standard library cannot run '
+                       'in the interpreter; set it before anything imports Triton')
     if device.type not in ('cpu', 'cuda'):
         return False, f'no Triton kernels for {device.type} tensors'
     if device.type == 'cuda' and torch.cuda.get_device_capability(device) < min_capability:
@@ -35,3 +38,15 @@ def probe_triton(device: torch.device, launch: Callable[[torch.device], object],
     except Exception as error:  # Triton missing, or it cannot compile or launch here
         return False, f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'.strip()
     return True, 'Triton works on this device'
+
+
+def _interpreter_defined_triton_language() -> bool:
+    """Whether Triton's standard library (``tl.sum``, ``tl.cdiv``, ...) was defined for its interpreter, which
+    happens only when ``TRITON_INTERPRET=1`` is set before Triton's first import (True where Triton is missing:
+    the launch then says so)."""
+    try:
+        import triton.language as tl
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:
+        return True
+    return isinstance(tl.standard.sum, InterpretedFunction)
