@@ -151,6 +151,13 @@ def test_make_demo_data_replaces_only_its_own_folder(tmp_path):
     assert not (data / 'stale.txt').exists() and sorted(os.listdir(tmp_path)) == ['data']
 
 
+@pytest.mark.parametrize('count', ['0', '-3', 'ten'])
+def test_make_demo_data_refuses_a_count_that_is_not_positive(tmp_path, count):
+    proc = make_demo_data('imagenet', tmp_path / 'data', '--train-per-class', count)
+    assert proc.returncode == 2 and f"--train-per-class: must be a positive integer, got '{count}'" in proc.stdout
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize('make_bad, message', [
     (lambda tmp: tmp / 'a_file', 'it is a file; give the path of a folder'),
     (lambda tmp: tmp / 'a_file' / 'data', 'is a file, not a folder'),

@@ -77,15 +77,26 @@ def write_atomically(kind: str, out_dir: str, seed: int = 0, **options) -> str:
     return out_dir
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('kind', choices=FORMATS, help='dataset format')
     parser.add_argument('out_dir', help='folder to write (a folder this tool wrote before is replaced)')
     parser.add_argument('--seed', type=int, default=0, help='random seed of the generated content')
-    parser.add_argument('--train-per-class', type=int, help='imagenet: training images of each class')
-    parser.add_argument('--val-per-class', type=int, help='imagenet: held-out images of each class')
+    parser.add_argument('--train-per-class', type=positive_int, help='imagenet: training images of each class')
+    parser.add_argument('--val-per-class', type=positive_int, help='imagenet: held-out images of each class')
     args = parser.parse_args(argv)
-    options = {key: value for key, value in vars(args).items() if key.endswith('_per_class') and value}
+    options = {key: value for key, value in vars(args).items() if key.endswith('_per_class') and value is not None}
     if options and args.kind != 'imagenet':
         parser.error('--train-per-class and --val-per-class apply to imagenet only')
     try:
