@@ -287,9 +287,7 @@ def save_atomically(obj: Any, path: str, force: bool = False) -> None:
         OutputPathError: ``path`` cannot be written (a folder, a missing, read-only or non-folder parent).
         FileExistsError: ``path`` exists and ``force`` is False.
     """
-    path = check_output_path(path, 'file')
-    if osp.exists(path) and not force:
-        raise FileExistsError(f'{path} exists; pass --force to overwrite it')
+    path = check_output_path(path, 'file', overwrite=force)
     with written_atomically(path) as temporary:
         with open(temporary, 'wb') as file:
             torch.save(obj, file)
@@ -342,9 +340,7 @@ def convert_checkpoint(src: str,
     if model is not None and (model, target) not in CONVERSIONS:
         raise KeyError(f'no conversion of {model!r} to {target!r}; available: '
                        + ', '.join(f'{m} --to {t}' for m, t in CONVERSIONS))
-    check_output_path(dst, 'file')
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    check_output_path(dst, 'file', overwrite=force)
     conversion = config_conversion(config) if config is not None else CONVERSIONS[model, target]
     state, released_meta = read_checkpoint(src)
     try:

@@ -174,9 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.shape is not None and (len(args.shape) > 2 or min(args.shape) < 1):
         parser.error(f'--shape takes one or two positive sizes, got {args.shape}')
     try:
-        out_file = check_output_path(out_file)
-        if osp.exists(out_file) and not args.force:
-            raise FileExistsError(f'{out_file} exists; pass --force to overwrite it')
+        out_file = check_output_path(out_file, overwrite=args.force)
         if not osp.isfile(args.config):
             raise FileNotFoundError(f'config {args.config} does not exist')
         program = build_program(args.config, checkpoint, args.cfg_options)

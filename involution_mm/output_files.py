@@ -38,12 +38,14 @@ def _parent_problem(folder: str) -> Optional[str]:
     return f'its folder {folder} does not exist; create it first (mkdir -p {folder})'
 
 
-def check_output_path(path: str, kind: str = 'file') -> str:
-    """Check that a file or folder can be written at ``path``; it may already exist.
+def check_output_path(path: str, kind: str = 'file', overwrite: bool = True) -> str:
+    """Check that a file or folder can be written at ``path``.
 
     Args:
         path (str): The output path, relative or absolute; ``~`` is expanded.
         kind (str): 'file' or 'folder', what the tool writes there. Defaults to 'file'.
+        overwrite (bool): Whether something already at ``path`` may be replaced (a tool's ``--force``).
+            Defaults to True.
 
     Returns:
         str: The absolute path.
@@ -51,6 +53,7 @@ def check_output_path(path: str, kind: str = 'file') -> str:
     Raises:
         OutputPathError: ``path`` holds the other kind of thing, or its parent folder is missing, is a
             file or is not writable.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     if kind not in ('file', 'folder'):
         raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
@@ -62,6 +65,8 @@ def check_output_path(path: str, kind: str = 'file') -> str:
     problem = _parent_problem(osp.dirname(path))
     if problem:
         raise OutputPathError(f'cannot write {path}: {problem}')
+    if not overwrite and osp.exists(path):
+        raise FileExistsError(f'{path} exists; pass --force to overwrite it')
     return path
 
 
