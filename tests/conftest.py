@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: the reference layouts, running our tools and the upstream ones as a user
 would, and checks shared by the test modules."""
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -19,6 +20,10 @@ import torch.nn as nn
 # and any test module (through torch._dynamo) may import it, so it is set here, before collection.
 if not torch.cuda.is_available() and 'triton' not in sys.modules:
     os.environ.setdefault('TRITON_INTERPRET', '1')
+# The fused ops' Triton kernels run here: compiled for a GPU, or in the interpreter.
+TRITON_RUNS_HERE = importlib.util.find_spec('triton') is not None and (
+    torch.cuda.is_available() or os.environ.get('TRITON_INTERPRET') == '1')
+needs_triton = pytest.mark.skipif(not TRITON_RUNS_HERE, reason='needs Triton (CUDA, or TRITON_INTERPRET=1)')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # Every state-dict key and shape of the original implementation's released models (the fidelity contract

@@ -10,7 +10,6 @@ smallest that still reach every branch: partial tiles, several tiles and group c
 """
 import copy
 import importlib
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import REPO, randomise_norms
+from conftest import REPO, needs_triton, randomise_norms
 from involution_mm.backbones import RedNet
 from involution_mm.layers import Involution
 from involution_mm.ops.fused_involution import (fused_backward_input_op, fused_backward_kernels_op,
@@ -28,9 +27,6 @@ from involution_mm.ops.fused_involution import (fused_backward_input_op, fused_b
 from involution_mm.ops.geometry import output_memory_format
 
 DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-TRITON_RUNS_HERE = importlib.util.find_spec('triton') is not None and (
-    DEVICE.type == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1')
-needs_triton = pytest.mark.skipif(not TRITON_RUNS_HERE, reason='needs Triton (CUDA, or TRITON_INTERPRET=1)')
 TOLERANCES = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-4, atol=1e-4),
               torch.float16: dict(rtol=4e-3, atol=4e-3), torch.bfloat16: dict(rtol=3e-2, atol=3e-2)}
 
@@ -217,7 +213,7 @@ def test_bad_arguments():
 
 def test_triton_backend_on_cpu_without_the_interpreter_says_what_to_do(monkeypatch):
     module = importlib.import_module('involution_mm.ops.fused_involution')  # the module, not the function
-    monkeypatch.setattr(module, '_TRITON_STATUS', {})
+    monkeypatch.setattr(module._TRITON, 'statuses', {})
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     (x, r, weight, bias), _, geometry = make_inputs(1, 32, (6, 5), 3, 1, 1, 16, 'contiguous')
     with pytest.raises(RuntimeError, match=r"cannot run on cpu: .*TRITON_INTERPRET=1.*backend='auto'"):

@@ -6,22 +6,19 @@ Without CUDA the Triton kernels run on CPU tensors in Triton's interpreter (TRIT
 conftest.py before anything imports Triton); with CUDA the same tests compile them for the GPU.
 """
 import importlib
-import importlib.util
 import os
 
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import needs_triton
 from involution_mm.layers import SimAM
 from involution_mm.ops.geometry import output_memory_format
 from involution_mm.ops.simam import simam, simam_backward_op, simam_formula, simam_op
 
 simam_module = importlib.import_module('involution_mm.ops.simam')  # the module (ops exports the function)
 DEVICE = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-TRITON_RUNS_HERE = importlib.util.find_spec('triton') is not None and (
-    DEVICE.type == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1')
-needs_triton = pytest.mark.skipif(not TRITON_RUNS_HERE, reason='needs Triton (CUDA, or TRITON_INTERPRET=1)')
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 BACKENDS = ['pytorch', pytest.param('triton', marks=needs_triton)]
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=2e-3, atol=1e-3),
@@ -210,7 +207,7 @@ def test_auto_runs_the_formula_on_cpu(monkeypatch):
     def fail():
         raise AssertionError('the Triton kernels were imported')
 
-    monkeypatch.setattr(simam_module, '_kernels', fail)
+    monkeypatch.setattr(type(simam_module._TRITON), 'module', property(lambda kernels: fail()))
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(simam(x, 0.1), simam_formula(x, 0.1))
     torch.testing.assert_close(SimAM(e_lambda=0.1)(x), simam_formula(x, 0.1))
@@ -223,7 +220,7 @@ def test_forcing_triton_where_it_cannot_run_says_why(monkeypatch):
     huge = torch.empty(1, 2**12, 2**10, 2**9, device='meta')  # 2**31 values in one sample
     assert 'fewer than 2**31 values per sample' in simam_module._unsupported(huge)
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
-    monkeypatch.setattr(simam_module, '_TRITON_STATUS', {})
+    monkeypatch.setattr(simam_module._TRITON, 'statuses', {})
     with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
         simam(x, 0.1, backend='triton')
 

@@ -15,12 +15,12 @@ breaks, and meta tensors work.
 Backends: ``'triton'`` runs ``ops/triton/involution_fused.py`` (CUDA; CPU tensors too under
 ``TRITON_INTERPRET=1``, for tests), ``'reference'`` the same maths in PyTorch operations
 (``fused_reference.py``), ``'auto'`` Triton on CUDA devices where it works (checked once per device, kept in
-``_TRITON_STATUS``), else the reference. Second-order gradients (``create_graph=True``) go through the unfused
+``_TRITON.statuses``), else the reference. Second-order gradients (``create_graph=True``) go through the unfused
 layer (span conv + ``involution``), whose ops are differentiable again.
 """
 import contextlib
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,9 @@ import torch.nn.functional as F
 from .fused_reference import reference_forward, reference_grad_input, reference_grad_kernels
 from .geometry import output_memory_format, output_size
 from .involution import autocast_dtype, involution
-from .triton_status import device_key, probe_triton
+from .triton_status import TritonKernels
 
 BACKENDS = ('auto', 'triton', 'reference')
-# (device type, index) -> (whether the Triton kernels run there, why not). Filled once per device.
-_TRITON_STATUS: Dict[Tuple[str, int], Tuple[bool, str]] = {}
-_LAUNCHER = {}  # 'module': involution_mm.ops.triton.involution_fused, once imported (it imports Triton)
 _WARNED = set()  # devices whose fallback to the reference has been reported
 _INDEX_LIMIT = 2**31  # the kernels index within a sample with 32-bit integers
 
@@ -149,23 +146,16 @@ def triton_status(device: torch.device) -> Tuple[bool, str]:
     """Whether the fused kernels run on ``device``, and why not; decided once per device by a tiny launch
     (``triton_status.probe_triton``: CUDA with compute capability 7.5 or newer, or CPU tensors under
     ``TRITON_INTERPRET=1``)."""
-    key = device_key(device)
-    if key not in _TRITON_STATUS:
-        _TRITON_STATUS[key] = probe_triton(device, _probe_launch)
-    return _TRITON_STATUS[key]
+    return _TRITON.status(device)
 
 
 def _probe_launch(device: torch.device) -> None:
     ones = torch.ones(1, 16, 2, 2, device=device)
-    _launcher().fused_forward(ones, ones, torch.ones(9, 16, device=device), torch.ones(9, device=device), 3, 1, 1, 1)
+    weight, bias = torch.ones(9, 16, device=device), torch.ones(9, device=device)
+    _TRITON.module.fused_forward(ones, ones, weight, bias, 3, 1, 1, 1)
 
 
-def _launcher():
-    """``ops/triton/involution_fused.py``, imported on first use (importing it imports Triton)."""
-    if 'module' not in _LAUNCHER:
-        from .triton import involution_fused
-        _LAUNCHER['module'] = involution_fused
-    return _LAUNCHER['module']
+_TRITON = TritonKernels(f'{__package__}.triton.involution_fused', _probe_launch)  # ops/triton/involution_fused.py
 
 
 def fused_kernels_run(x: torch.Tensor) -> bool:
@@ -215,7 +205,7 @@ def fused_involution_op(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, 
     """``fused_involution`` of checked inputs (2-d ``weight``, a ``bias``), in the layout of ``x``."""
     geometry = (kernel_size, stride, padding, dilation)
     if _runs_triton(x, r, backend):
-        return _launcher().fused_forward(x, r, weight, bias, *geometry)
+        return _TRITON.module.fused_forward(x, r, weight, bias, *geometry)
     return _in_layout(reference_forward(x, r, weight, bias, *geometry), output_memory_format(x))
 
 
@@ -226,7 +216,7 @@ def fused_backward_input_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Te
     """The gradient of ``fused_involution_op`` for ``x`` (only the shape and layout of ``x`` are used)."""
     geometry = (kernel_size, stride, padding, dilation)
     if _runs_triton(x, r, backend):
-        return _launcher().fused_grad_input(grad_out, x, r, weight, bias, *geometry)
+        return _TRITON.module.fused_grad_input(grad_out, x, r, weight, bias, *geometry)
     return _in_layout(reference_grad_input(grad_out, x, r, weight, bias, *geometry), output_memory_format(x))
 
 
@@ -237,7 +227,7 @@ def fused_backward_kernels_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.
     """The gradients of ``fused_involution_op`` for ``r`` (in its layout), ``weight`` and ``bias``."""
     geometry = (kernel_size, stride, padding, dilation)
     if _runs_triton(x, r, backend):
-        return _launcher().fused_grad_kernels(grad_out, x, r, weight, *geometry)
+        return _TRITON.module.fused_grad_kernels(grad_out, x, r, weight, *geometry)
     grad_r, grad_weight, grad_bias = reference_grad_kernels(grad_out, x, r, weight, *geometry)
     return _in_layout(grad_r, output_memory_format(r)), grad_weight.contiguous(), grad_bias
 

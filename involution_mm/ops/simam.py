@@ -11,26 +11,23 @@ without graph breaks.
 
 Backends: ``'triton'`` runs ``ops/triton/simam.py`` (CUDA; CPU tensors too under ``TRITON_INTERPRET=1``, for
 tests), ``'pytorch'`` the formula, ``'auto'`` the Triton kernels for float16/bfloat16/float32 CUDA tensors when
-Triton works on that device (checked once per device, remembered in ``_TRITON_STATUS``), else the formula.
+Triton works on that device (checked once per device, remembered in ``_TRITON.statuses``), else the formula.
 """
 import math
 import numbers
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from .geometry import output_memory_format
-from .triton_status import device_key, probe_triton
+from .triton_status import TritonKernels
 
 BACKENDS = ('auto', 'triton', 'pytorch')
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Half-precision inputs are upcast for the statistics: the squared deviations overflow float16 and the
 # spatial sums lose precision in both half formats.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-# (device type, index) -> (whether the Triton kernels run there, why not). Filled once per device.
-_TRITON_STATUS: Dict[Tuple[str, int], Tuple[bool, str]] = {}
-_KERNELS = {}  # 'module': involution_mm.ops.triton.simam, once imported
 _WARNED = set()  # devices whose fallback to the formula has been reported
 
 
@@ -102,23 +99,15 @@ def triton_status(device: torch.device) -> Tuple[bool, str]:
     """Whether the fused kernels can run on ``device``, and why not; decided once per device by a first tiny
     launch (``triton_status.probe_triton``: CUDA with compute capability 7.0 or newer, or CPU tensors under
     the Triton interpreter, ``TRITON_INTERPRET=1``, for tests)."""
-    key = device_key(device)
-    if key not in _TRITON_STATUS:
-        _TRITON_STATUS[key] = probe_triton(device, _probe_launch, min_capability=(7, 0))
-    return _TRITON_STATUS[key]
+    return _TRITON.status(device)
 
 
 def _probe_launch(device: torch.device) -> None:
     probe = torch.ones(1, 1, 2, 2, device=device)
-    _kernels().simam_forward(probe, 0.1, torch.empty_like(probe))
+    _TRITON.module.simam_forward(probe, 0.1, torch.empty_like(probe))
 
 
-def _kernels():
-    """The Triton kernels' module, imported on first use (importing it imports Triton)."""
-    if 'module' not in _KERNELS:
-        from .triton import simam as module
-        _KERNELS['module'] = module
-    return _KERNELS['module']
+_TRITON = TritonKernels(f'{__package__}.triton.simam', _probe_launch, min_capability=(7, 0))
 
 
 def _runs_triton(x: torch.Tensor, backend: str) -> bool:
@@ -165,7 +154,7 @@ def simam_op(x: torch.Tensor, e_lambda: float, backend: str) -> torch.Tensor:
     """SimAM of checked inputs (``simam`` checks them)."""
     out = _new_output(x)
     if _runs_triton(x, backend):
-        return _kernels().simam_forward(x, e_lambda, out)
+        return _TRITON.module.simam_forward(x, e_lambda, out)
     return _as_output(simam_formula(x, e_lambda), out)
 
 
@@ -174,7 +163,7 @@ def simam_backward_op(grad: torch.Tensor, x: torch.Tensor, e_lambda: float, back
     """The gradient of ``simam_op`` for ``x``, in the layout of ``x``."""
     out = _new_output(x)
     if _runs_triton(x, backend):
-        return _kernels().simam_backward(grad, x, e_lambda, out)
+        return _TRITON.module.simam_backward(grad, x, e_lambda, out)
     return _as_output(simam_formula_backward(grad, x, e_lambda), out)
 
 

@@ -1,10 +1,11 @@
 """Whether Triton kernels can run on a device, decided once per device by a first tiny launch.
 
-Used by the fused ops: each passes its own probe launch, and keeps the answer in its own dictionary. Nothing
-here imports Triton; the probe does, when it runs.
+Used by the fused ops: each holds its kernels' module in a :class:`TritonKernels`, with its own probe launch.
+Nothing here imports Triton; the kernels' module does, when it is first used.
 """
+import importlib
 import os
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 
@@ -50,3 +51,36 @@ def _interpreter_defined_triton_language() -> bool:
     except ImportError:
         return True
     return isinstance(tl.standard.sum, InterpretedFunction)
+
+
+class TritonKernels:
+    """A module of Triton kernels, imported on first use (importing it imports Triton), and whether they run
+    on each device: decided by ``probe(device)``, a tiny launch, once per device (:func:`probe_triton`).
+
+    Args:
+        module (str): The kernels' module, e.g. ``'involution_mm.ops.triton.simam'``.
+        probe (Callable[[torch.device], object]): A tiny launch of the kernels on a device.
+        min_capability (tuple[int, int]): The oldest CUDA compute capability they run on. Defaults to (7, 5).
+    """
+
+    def __init__(self, module: str, probe: Callable[[torch.device], object],
+                 min_capability: Tuple[int, int] = (7, 5)) -> None:
+        self.module_name = module
+        self.probe = probe
+        self.min_capability = min_capability
+        self.statuses: Dict[Tuple[str, int], Tuple[bool, str]] = {}  # device_key -> (runs, why not)
+        self._module = None
+
+    @property
+    def module(self):
+        """The kernels' module."""
+        if self._module is None:
+            self._module = importlib.import_module(self.module_name)
+        return self._module
+
+    def status(self, device: torch.device) -> Tuple[bool, str]:
+        """Whether the kernels run on ``device``, and why not."""
+        key = device_key(device)
+        if key not in self.statuses:
+            self.statuses[key] = probe_triton(device, self.probe, self.min_capability)
+        return self.statuses[key]
