@@ -14,7 +14,6 @@ dimension is dynamic unless asked otherwise. ``tools/export_onnx.py`` (or ``pyth
 is the command line.
 """
 import argparse
-import os.path as osp
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -58,20 +57,23 @@ class TensorProgram(nn.Module):
 def output_names(program: TensorProgram, outputs: Sequence[torch.Tensor]) -> List[str]:
     """Names of the exported outputs: ``scores`` for classifiers, ``seg_logits`` for segmentors, and for
     detectors ``feat0``... followed by the head's maps (``cls0``..., ``reg0``...)."""
-    if program.scope == 'mmpretrain':
-        return ['scores'] if len(outputs) == 1 else [f'output{i}' for i in range(len(outputs))]
-    if program.scope == 'mmseg':
-        return ['seg_logits'] if len(outputs) == 1 else [f'output{i}' for i in range(len(outputs))]
-    levels = (len(outputs)) // 3  # features, then one score map and one box map per level
-    names = [f'feat{i}' for i in range(levels)] + [f'cls{i}' for i in range(levels)]
-    names += [f'reg{i}' for i in range(levels)]
+    if program.scope == 'mmdet':
+        levels = len(outputs) // 3  # features, then one score map and one box map per level
+        names = [f'{kind}{i}' for kind in ('feat', 'cls', 'reg') for i in range(levels)]
+    else:
+        names = ['scores' if program.scope == 'mmpretrain' else 'seg_logits']
     return names if len(names) == len(outputs) else [f'output{i}' for i in range(len(outputs))]
 
 
 def build_program(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None
                   ) -> TensorProgram:
     """Build a config's model in eval mode on the CPU, load ``checkpoint`` (weights-only, strict), and wrap
-    the part that is exported."""
+    the part that is exported.
+
+    Raises:
+        ConfigError: the config is missing, unreadable, or has no model or framework scope.
+        CheckpointError, ExportError: the checkpoint cannot be loaded or does not fit the model.
+    """
     from .checkpoint import load_checkpoint_file
     from .upstream import build_model_from_config
     model, scope = build_model_from_config(config, cfg_options)
@@ -175,8 +177,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f'--shape takes one or two positive sizes, got {args.shape}')
     try:
         out_file = check_output_path(out_file, overwrite=args.force)
-        if not osp.isfile(args.config):
-            raise FileNotFoundError(f'config {args.config} does not exist')
         program = build_program(args.config, checkpoint, args.cfg_options)
         shape = tuple((args.shape * 2)[:2]) if args.shape else DEFAULT_SHAPES[program.scope]
         print(f'exporting {args.config} ({program.scope}, input {EXPORT_BATCH}x3x{shape[0]}x{shape[1]}, '

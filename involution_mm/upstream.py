@@ -13,13 +13,42 @@ import sys
 FRAMEWORK_PACKAGES = {'mmpretrain': 'mmpretrain', 'mmdet': 'mmdet', 'mmseg': 'mmseg'}
 
 
+class ConfigError(ValueError):
+    """A config that cannot be used (missing, unreadable, without a model or a framework scope); the
+    message says so in one line."""
+
+
 def _checked_scope(cfg, config: str) -> str:
     """The ``default_scope`` of a loaded config, which must name one of the frameworks."""
     scope = cfg.get('default_scope')
     if scope not in FRAMEWORK_PACKAGES:
-        raise ValueError(f'{config} has default_scope={scope!r}; expected one of '
-                         f'{sorted(FRAMEWORK_PACKAGES)} (inherit an upstream default_runtime.py)')
+        raise ConfigError(f'{config} has default_scope={scope!r}; expected one of '
+                          f'{sorted(FRAMEWORK_PACKAGES)} (inherit an upstream default_runtime.py)')
     return scope
+
+
+def load_model_config(config: str, cfg_options: dict = None):
+    """Load a config, with ``cfg_options`` merged, that defines a model and a framework scope.
+
+    Raises:
+        ConfigError: the file is missing or cannot be read, or has no ``model`` or no framework's
+            ``default_scope``.
+    """
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise ConfigError(f'config {config} does not exist; give the path of a config file, e.g. '
+                          'configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py')
+    try:
+        cfg = Config.fromfile(config)
+    except Exception as err:  # a config that does not parse, or whose base configs or imports are missing
+        raise ConfigError(f'cannot read config {config}: {str(err).strip().splitlines()[0]}') from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if not isinstance(cfg.get('model'), dict):
+        raise ConfigError(f'{config} defines no model; give a model config (one of configs/*/*.py, or one '
+                          'that inherits it)')
+    _checked_scope(cfg, config)
+    return cfg
 
 
 def config_framework(config: str) -> str:
@@ -35,16 +64,16 @@ def build_model_from_config(config: str, cfg_options: dict = None):
 
     Returns:
         tuple: ``(model, scope)``, the model and the config's ``default_scope``.
+
+    Raises:
+        ConfigError: see :func:`load_model_config`.
     """
     import importlib
 
-    from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = _checked_scope(cfg, config)
+    cfg = load_model_config(config, cfg_options)
+    scope = cfg.default_scope
     init_default_scope(scope)
     model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
     return revert_sync_batchnorm(model).eval(), scope

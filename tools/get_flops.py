@@ -13,12 +13,11 @@ upsampling and the involution aggregation (see docs/model_zoo.md for the convent
 """
 import argparse
 import importlib
-import os.path as osp
 import sys
 from typing import Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 1024)}
 
@@ -46,29 +45,6 @@ def data_samples_for(scope: str, shape):
     return [sample]
 
 
-def checked_config(path: str) -> None:
-    """Check that ``path`` is a config with a model and a framework scope.
-
-    Raises:
-        ValueError: the file is missing or unreadable, has no ``model``, or its ``default_scope`` is not one
-            of mmpretrain, mmdet, mmseg.
-    """
-    if not osp.isfile(path):
-        raise ValueError(f'config {path} does not exist; give the path of a config file, e.g. '
-                         'configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py')
-    try:
-        cfg = Config.fromfile(path, import_custom_modules=False)
-    except Exception as err:  # a config that does not parse, or whose base configs are missing
-        raise ValueError(f'cannot read config {path}: {str(err).strip().splitlines()[0]}') from None
-    if not isinstance(cfg.get('model'), dict):
-        raise ValueError(f'{path} defines no model; give a model config (one of configs/*/*.py, or one '
-                         'that inherits it)')
-    scope = cfg.get('default_scope')
-    if scope not in DEFAULT_SHAPES:
-        raise ValueError(f'{path} has default_scope={scope!r}; expected one of {sorted(DEFAULT_SHAPES)} '
-                         '(inherit an upstream default_runtime.py)')
-
-
 def checked_shape(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     """``--shape`` as (height, width): one value means a square.
 
@@ -84,7 +60,11 @@ def checked_shape(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
 
 
 def complexity_of_config(config: str, shape=None, cfg_options=None) -> dict:
-    """Build the config's model and measure it; returns the dict of ``model_complexity`` plus ``shape``."""
+    """Build the config's model and measure it; returns the dict of ``model_complexity`` plus ``shape``.
+
+    Raises:
+        ConfigError: the config is missing, unreadable, or has no model or framework scope.
+    """
     from involution_mm.complexity import model_complexity
     from involution_mm.upstream import build_model_from_config
     model, scope = build_model_from_config(config, cfg_options)
@@ -101,13 +81,17 @@ def main(argv=None) -> int:
     parser.add_argument('--shape', type=int, nargs='+', help='input height and width (one value: square)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     args = parser.parse_args(argv)
+    from involution_mm.upstream import ConfigError
     try:
         shape = checked_shape(args.shape)
-        checked_config(args.config)
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    result = complexity_of_config(args.config, shape, args.cfg_options)
+    try:
+        result = complexity_of_config(args.config, shape, args.cfg_options)
+    except ConfigError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     print(f'Input shape: (3, {result["shape"][0]}, {result["shape"][1]})')
     print(f'Params: {result["params"] / 1e6:.2f} M (trainable: {result["trainable_params"] / 1e6:.2f} M)')
     print(f'FLOPs: {result["flops"] / 1e9:.2f} G (multiply-accumulates)')
