@@ -13,4 +13,4 @@ test: install
 	$(PYTHON) -m pytest tests
 
 benchmark: install
-	$(PYTHON) tools/benchmark.py
+	$(PYTHON) benchmarks/op.py

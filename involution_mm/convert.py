@@ -17,7 +17,7 @@ Two kinds of conversion:
 Either way the optimizer state is dropped, ``meta`` keeps only plain data (``CLASSES`` becomes mmengine's
 ``dataset_meta``), and the output is an mmengine-era checkpoint ``{'meta': ..., 'state_dict': ...}``.
 
-``tools/convert_checkpoint.py`` (or ``python -m involution_mm.convert``) is the command line.
+``tools/model_converters/convert_checkpoint.py`` (or ``python -m involution_mm.convert``) is the command line.
 """
 import argparse
 import os

@@ -10,7 +10,7 @@ RoI heads is left to the deployment tool):
 
 The involution op is exported as standard ONNX operators (pad, slices, multiplies and adds; see
 ``ops/composite.py``), so ONNX Runtime and TensorRT's parser take the model without a custom domain. The batch
-dimension is dynamic unless asked otherwise. ``tools/export_onnx.py`` (or ``python -m involution_mm.export``)
+dimension is dynamic unless asked otherwise. ``tools/deployment/export_onnx.py`` (or ``python -m involution_mm.export``)
 is the command line.
 """
 import argparse
@@ -89,7 +89,7 @@ def build_program(config: str, checkpoint: Optional[str] = None, cfg_options: Op
             raise ExportError(f'{checkpoint} does not fit the model of {config}: {len(missing)} missing keys '
                               f'(first: {missing[:3]}) and {len(unexpected)} unexpected (first: '
                               f'{unexpected[:3]}); convert released checkpoints first with '
-                              'tools/convert_checkpoint.py')
+                              'tools/model_converters/convert_checkpoint.py')
     return TensorProgram(model, scope).eval()
 
 

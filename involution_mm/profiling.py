@@ -1,4 +1,4 @@
-"""Wall time and peak memory of a callable, on CPU or CUDA; used by tools/benchmark.py and the tests."""
+"""Wall time and peak memory of a callable, on CPU or CUDA; used by the benchmarks and the tests."""
 import statistics
 import time
 from typing import Callable, List
@@ -7,7 +7,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -20,11 +21,11 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
     """
     device = torch.device(device)
     if device.type == 'cuda':
-        _sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         fn()
-        _sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -42,10 +43,10 @@ def wall_times(fn: Callable[[], object], device: torch.device, repeats: int = 5,
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 

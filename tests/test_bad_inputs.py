@@ -122,10 +122,10 @@ def test_staging_folder_problems_are_output_path_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# tools/make_demo_data.py
+# tools/dataset_converters/make_demo_data.py
 
 def make_demo_data(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, 'tools/make_demo_data.py', *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, 'tools/dataset_converters/make_demo_data.py', *map(str, args)], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
 
 
@@ -175,7 +175,7 @@ def test_make_demo_data_output_path_problems(tmp_path, make_bad, message):
 # can interrupt it in the middle of the write.
 SLOW_MAKE_DEMO_DATA = '''
 import sys, time
-sys.path.insert(0, 'tools')
+sys.path.insert(0, 'tools/dataset_converters')
 import make_demo_data
 from demo_data import imagenet
 write = imagenet.write
@@ -210,7 +210,7 @@ def test_make_demo_data_killed_mid_write_leaves_nothing(tmp_path, sig, returncod
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Checkpoint conversion (tools/convert_checkpoint.py = involution_mm.convert.main)
+# Checkpoint conversion (tools/model_converters/convert_checkpoint.py = involution_mm.convert.main)
 
 @pytest.fixture(scope='module')
 def resnet18_file(tmp_path_factory):
@@ -309,12 +309,12 @@ def test_convert_killed_mid_write_leaves_nothing(tmp_path, resnet18_file, monkey
 
 
 # ------------------------------------------------------------------------------------------------------------
-# tools/get_flops.py
+# tools/analysis_tools/get_flops.py
 
 @pytest.fixture(scope='module')
 def get_flops():
-    """tools/get_flops.py as a module."""
-    spec = importlib.util.spec_from_file_location('get_flops', osp.join(REPO, 'tools', 'get_flops.py'))
+    """tools/analysis_tools/get_flops.py as a module."""
+    spec = importlib.util.spec_from_file_location('get_flops', osp.join(REPO, 'tools', 'analysis_tools', 'get_flops.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""tools/get_flops.py: RedNet FLOPs and parameters against the published table."""
+"""tools/analysis_tools/get_flops.py: RedNet FLOPs and parameters against the published table."""
 import os.path as osp
 import sys
 
@@ -10,7 +10,7 @@ from involution_mm.backbones import RedNet
 from involution_mm.complexity import model_complexity
 from involution_mm.layers import Involution
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 from get_flops import complexity_of_config  # noqa: E402
 
 PUBLISHED = {26: (1.73, 9.23), 38: (2.22, 12.39), 50: (2.71, 15.54), 101: (4.74, 25.65), 152: (6.79, 33.99)}

@@ -1,4 +1,4 @@
-"""tools/convert_checkpoint.py on synthetic checkpoints in the official SimAM layout (torchvision models with
+"""tools/model_converters/convert_checkpoint.py on synthetic checkpoints in the official SimAM layout (torchvision models with
 SimAM wrapped in as the official code does), and on wrong files: refused with a clear message, nothing
 written."""
 import os
@@ -150,7 +150,7 @@ def test_command_line_writes_and_keeps_an_existing_output(tmp_path, resnet18):
     _, src = resnet18
     dst = tmp_path / 'out' / 'simam-resnet18.pth'
     dst.parent.mkdir()
-    out = run_command(['python', 'tools/convert_checkpoint.py', src, str(dst), '--model', 'simam-resnet18'])
+    out = run_command(['python', 'tools/model_converters/convert_checkpoint.py', src, str(dst), '--model', 'simam-resnet18'])
     assert dst.is_file() and 'simam-resnet18' in out
     assert oct(dst.stat().st_mode & 0o777) != oct(0o600)  # not the temporary file's private mode
     written = dst.read_bytes()

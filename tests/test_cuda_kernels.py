@@ -13,6 +13,7 @@ import importlib.util
 import os.path as osp
 import shutil
 import subprocess
+import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,8 @@ from involution_mm.ops.cuda_tiling import (DEFAULT_TILINGS, LAYOUTS, STAGE_CLASS
                                           table_source, tiling_for)
 from involution_mm.ops.cupy_backend import cupy_usable
 from involution_mm.ops.geometry import check_inputs
+
+BENCHMARKS = osp.join(REPO, 'benchmarks')
 
 # What the CUDA-only parts of involution_kernels.cu become on the host: a global thread index, plain loads,
 # CUDA's vector types, and IEEE half conversions through GCC's _Float16.
@@ -56,6 +59,8 @@ HOST_LAUNCHERS = ''.join(
     f'    for (emulated_thread = 0; emulated_thread < threads; ++emulated_thread) {name}({ARGS});\n}}\n'
     for name in KERNEL_NAMES)
 ARG_TYPES = [ctypes.c_void_p] * 3 + [ctypes.c_longlong] + [ctypes.c_int] * 6 + [ctypes.c_longlong] * 18
+
+BENCHMARKS = osp.join(REPO, 'benchmarks')
 
 
 @pytest.fixture(scope='session')
@@ -313,7 +318,7 @@ def test_rednet_stages_take_the_table_tiling():
 
 def test_tiling_tables():
     """The default table covers every (dtype, layout, stage class); a measured table, printed by
-    tools/benchmark.py --tiling, is taken on its device only, and falls back to the defaults."""
+    benchmarks/op.py --tiling, is taken on its device only, and falls back to the defaults."""
     for dtype in ('float16', 'float32', 'float64'):
         for layout in LAYOUTS:
             assert all((dtype, layout, name) in DEFAULT_TILINGS for name in STAGE_CLASSES)
@@ -396,8 +401,10 @@ def test_auto_choice_is_logged_once_per_device_type(monkeypatch):
 
 
 def load_tool(name):
-    """A script of tools/ as a module."""
-    spec = importlib.util.spec_from_file_location(f'{name}_tool', osp.join(REPO, 'tools', f'{name}.py'))
+    """A script of benchmarks/ as a module (benchmarks/ on the path, for the scripts' shared ``timing``)."""
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(f'{name}_tool', osp.join(BENCHMARKS, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -405,13 +412,13 @@ def load_tool(name):
 
 @pytest.fixture(scope='module')
 def report():
-    """tools/kernel_report.py, loaded once for the tests below."""
+    """benchmarks/kernel_report.py, loaded once for the tests below."""
     return load_tool('kernel_report')
 
 
 @pytest.fixture(scope='module')
 def compiled_variants(report, tmp_path_factory):
-    """tools/kernel_report.py's variants (what RedNet launches, and an odd geometry) compiled by nvcc for
+    """benchmarks/kernel_report.py's variants (what RedNet launches, and an odd geometry) compiled by nvcc for
     Hopper: (label, spec, cubin, ptxas report) each."""
     if shutil.which('nvcc') is None:
         pytest.skip('nvcc is not installed')
@@ -474,9 +481,9 @@ def test_flop_counter_sees_the_cupy_function(emulated_gpu):
 
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 def test_benchmark_tiling_sweep_runs(layout, emulated_gpu, monkeypatch):
-    """tools/benchmark.py --tiling, whose code otherwise runs only on a GPU, on the emulated kernels (three
+    """benchmarks/op.py --tiling, whose code otherwise runs only on a GPU, on the emulated kernels (three
     candidates, and a clock under which the last one is fastest)."""
-    benchmark = load_tool('benchmark')
+    benchmark = load_tool('op')
     monkeypatch.setattr(benchmark, 'tiling_candidates', lambda dtype: [(1, 1), (2, 2), (4, 1)])
     clock = iter(range(100, 0, -1))
     tensors = benchmark.stage_tensors(4, 1, torch.float32, layout, torch.device('cpu'))
@@ -487,7 +494,7 @@ def test_benchmark_tiling_sweep_runs(layout, emulated_gpu, monkeypatch):
 
 
 def test_reference_formulation_on_the_host(tmp_path):
-    """tools/reference_involution.py, the benchmark's stand-in for the original CuPy kernel, run thread by
+    """benchmarks/reference_involution.py, the benchmark's stand-in for the original CuPy kernel, run thread by
     thread on the host against the PyTorch backend (its figures are only worth its correctness)."""
     reference = load_tool('reference_involution')
     x, weight = make_inputs(*SHAPES[3])

@@ -1,4 +1,4 @@
-"""tools/demo_data/coco.py writes a COCO instance dataset that pycocotools and mmdet's CocoDataset read."""
+"""tools/dataset_converters/demo_data/coco.py writes a COCO instance dataset that pycocotools and mmdet's CocoDataset read."""
 import os.path as osp
 import sys
 
@@ -12,7 +12,7 @@ import involution_mm  # noqa: F401
 from mmdet.registry import DATASETS
 from conftest import REPO
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
+sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from demo_data import coco  # noqa: E402
 
 CONFIG = osp.join(REPO, 'configs', 'involution_det', 'mask-rcnn_rednet50-involution-fpn-head_1x_coco.py')

@@ -12,7 +12,7 @@ CONFIG = 'configs/rednet/rednet26_64xb32-warmup-coslr-130e_in1k.py'
 @pytest.mark.e2e
 def test_runner_compile_option_trains_rednet(tmp_path):
     data, work_dir = tmp_path / 'data', tmp_path / 'work'
-    run_command(['python', 'tools/make_demo_data.py', 'imagenet', str(data)])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'imagenet', str(data)])
     loaders = ('train_dataloader', 'val_dataloader')
     options = [f'{loader}.dataset.data_root={data}' for loader in loaders]
     options += [f'{loader}.{key}' for loader in loaders

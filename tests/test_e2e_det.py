@@ -31,7 +31,7 @@ def cpu_run_options(data: str) -> list:
 @pytest.mark.e2e
 def test_train_then_test_mask_rcnn_involution_neck_and_heads(tmp_path):
     data, work_dir = str(tmp_path / 'coco'), tmp_path / 'work'
-    run_command(['python', 'tools/make_demo_data.py', 'coco', data])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'coco', data])
     options = cpu_run_options(data)
 
     out = run_command(['tools/dist_train.sh', CONFIG, '1', '--work-dir', str(work_dir), '--cfg-options', *options,

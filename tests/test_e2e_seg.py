@@ -42,7 +42,7 @@ def miou(log: str, mode: str) -> float:
 @pytest.mark.e2e
 def test_train_then_test_whole_and_slide(tmp_path, official_layouts):
     data, work = str(tmp_path / 'cityscapes'), tmp_path / 'work'
-    run_command(['python', 'tools/make_demo_data.py', 'cityscapes', data])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'cityscapes', data])
     options = shrink_options(data)
 
     log = run_command(['tools/dist_train.sh', CONFIG, '1', '--work-dir', str(work), '--cfg-options', *options,

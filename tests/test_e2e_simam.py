@@ -28,7 +28,7 @@ def data_options(data: str, loaders=('train', 'val', 'test')) -> List[str]:
 @pytest.mark.e2e
 def test_simam_resnet18_trains_and_tests_on_tiny_imagenet(tmp_path):
     data = tmp_path / 'imagenet'
-    run_command(['python', 'tools/make_demo_data.py', 'imagenet', str(data)])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'imagenet', str(data)])
     options = data_options(str(data)) + [f'{split}_dataloader.batch_size=8' for split in ('train', 'val', 'test')]
     out = train_then_test('configs/simam/simam-resnet18_8xb32_in1k.py', tmp_path / 'work', options)
     assert 'SimAMResNet' in out and 'Epoch(train) [1][4/4]' in out  # 32 images at batch 8
@@ -46,7 +46,7 @@ def test_faster_rcnn_simam_r50_trains_and_tests_on_tiny_coco(tmp_path):
     convert_checkpoint(released, str(backbone), 'simam-resnet50', 'mmdet')
 
     data = tmp_path / 'coco'
-    run_command(['python', 'tools/make_demo_data.py', 'coco', str(data)])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'coco', str(data)])
     annotations = data / 'annotations' / 'instances_val2017.json'
     options = data_options(str(data)) + [
         f'val_evaluator.ann_file={annotations}', f'test_evaluator.ann_file={annotations}',

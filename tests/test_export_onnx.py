@@ -1,4 +1,4 @@
-"""ONNX export through tools/export_onnx.py as a user runs it: standard operators only, a dynamic batch, and
+"""ONNX export through tools/deployment/export_onnx.py as a user runs it: standard operators only, a dynamic batch, and
 outputs equal to PyTorch's on ONNX Runtime; clear one-line errors for bad output paths."""
 import os.path as osp
 
@@ -32,7 +32,7 @@ def test_rednet26_classifier_exports_with_a_dynamic_batch(tmp_path):
     model = randomise_norms(build_model_from_config(osp.join(REPO, REDNET26))[0])
     checkpoint, out = tmp_path / 'rednet26.pth', tmp_path / 'rednet26.onnx'
     torch.save({'state_dict': model.state_dict()}, checkpoint)
-    log = run_command(['python', 'tools/export_onnx.py', REDNET26, str(checkpoint), str(out), '--shape', '64'])
+    log = run_command(['python', 'tools/deployment/export_onnx.py', REDNET26, str(checkpoint), str(out), '--shape', '64'])
     assert 'ONNX Runtime matches PyTorch on a batch of 3' in log
     domains, op_types, batch = graph_facts(str(out))
     assert domains <= {'', 'ai.onnx'} and isinstance(batch, str)  # standard operators; symbolic batch
@@ -52,7 +52,7 @@ def test_detector_involution_neck_and_head_export(tmp_path):
     """Backbone, involution FPN and involution RPN head of a detector (a RedNet-26 backbone to keep the test
     short), with the TorchScript exporter; the tool checks ONNX Runtime against PyTorch itself."""
     out = tmp_path / 'detector.onnx'
-    log = run_command(['python', 'tools/export_onnx.py', DETECTOR, str(out), '--shape', '64', '--exporter',
+    log = run_command(['python', 'tools/deployment/export_onnx.py', DETECTOR, str(out), '--shape', '64', '--exporter',
                        'torchscript', '--cfg-options', 'model.backbone.depth=26'])
     assert 'outputs feat0, feat1, feat2, feat3, feat4, cls0, cls1, cls2, cls3, cls4, reg0' in log
     assert 'ONNX Runtime matches PyTorch on a batch of 3' in log
@@ -96,7 +96,7 @@ def test_involution_layers_in_onnx_runtime(tmp_path, exporter):
 def test_output_path_problems_are_one_line(tmp_path, make_out, message):
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, 'tools/export_onnx.py', REDNET26, str(make_out(tmp_path))], cwd=REPO,
+    proc = subprocess.run([sys.executable, 'tools/deployment/export_onnx.py', REDNET26, str(make_out(tmp_path))], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]

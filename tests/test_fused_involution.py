@@ -339,7 +339,7 @@ def test_rednet_with_fused_layers_loads_official_weights_and_matches_unfused(off
 def test_kernels_compile_for_sm90_without_spills():
     """The kernels compile for an H100 (Triton ships ptxas): no local memory, at most 255 registers."""
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, 'tools/triton_report.py', '--dtype', 'float16', '--stages', '1', '4',
+    proc = subprocess.run([sys.executable, 'benchmarks/triton_report.py', '--dtype', 'float16', '--stages', '1', '4',
                            '--layout', 'channels_last'], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith('| stage')]
@@ -352,10 +352,10 @@ def test_kernels_compile_for_sm90_without_spills():
 
 @needs_triton
 def test_layer_benchmark_runs(monkeypatch, capsys):
-    """tools/benchmark.py --layer (its code otherwise runs only on a GPU), on one tiny layer, with a sweep of
+    """benchmarks/op.py --layer (its code otherwise runs only on a GPU), on one tiny layer, with a sweep of
     two tile configurations."""
-    monkeypatch.syspath_prepend(os.path.join(REPO, 'tools'))
-    import benchmark_layer
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    import layer as benchmark_layer
     from involution_mm.ops.triton import involution_tiles
     monkeypatch.setattr(benchmark_layer, 'LAYERS', [('tiny', 16, 4, 2, 3)])
     monkeypatch.setattr(involution_tiles, 'candidate_configs',
@@ -370,7 +370,7 @@ def test_layer_benchmark_runs(monkeypatch, capsys):
 
 
 def test_best_modes_reads_model_tables(tmp_path):
-    """tools/best_modes.py picks each model's fastest (mode, layout) and compares memory mode by mode."""
+    """benchmarks/best_modes.py picks each model's fastest (mode, layout) and compares memory mode by mode."""
     log = tmp_path / 'models.log'
     log.write_text('\n'.join([
         '| mode | layout | batch | precision | model | inference img/s | training img/s | training peak GiB |',
@@ -380,7 +380,7 @@ def test_best_modes_reads_model_tables(tmp_path):
         '| compiled | channels_last | 256 | float16 | ResNet-50 | 22801 | 5747 | 10.00 |',
         '| reduce-overhead | channels_last | 256 | float16 | RedNet-50 | 23000 | 5000 | 9.00 |',
     ]))
-    proc = subprocess.run([sys.executable, 'tools/best_modes.py', str(log)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, 'benchmarks/best_modes.py', str(log)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert ('inference: RedNet-50 best reduce-overhead channels_last 23000 img/s, ResNet-50 best compiled '
             'channels_last 22801 img/s: 1.01x (target >= 1: met)') in proc.stdout

@@ -125,13 +125,13 @@ def test_broken_files_fail_clearly_and_write_nothing(tmp_path, official_layouts,
 def test_dist_test_evaluates_a_converted_released_classifier(tmp_path, official_layouts):
     src, dst = tmp_path / 'rednet26_released.pth', tmp_path / 'rednet26_converted.pth'
     write_released(src, [official_layouts['rednet26_in1k_classifier']])
-    out = run_command(['python', 'tools/convert_checkpoint.py', str(src), str(dst), '--config', CLASSIFIER])
+    out = run_command(['python', 'tools/model_converters/convert_checkpoint.py', str(src), str(dst), '--config', CLASSIFIER])
     assert 'rednet26_converted.pth' in out and dst.is_file()
-    again = run_command(['python', 'tools/convert_checkpoint.py', str(src), str(dst), '--config', CLASSIFIER,
+    again = run_command(['python', 'tools/model_converters/convert_checkpoint.py', str(src), str(dst), '--config', CLASSIFIER,
                          '--force'])
     assert 'rednet26_converted.pth' in again
     data = str(tmp_path / 'imagenet')
-    run_command(['python', 'tools/make_demo_data.py', 'imagenet', data])
+    run_command(['python', 'tools/dataset_converters/make_demo_data.py', 'imagenet', data])
     options = [f'{split}_dataloader.{key}' for split in ('val', 'test')
                for key in (f'dataset.data_root={data}', 'batch_size=8', 'num_workers=1')]
     accuracies = []

@@ -1,4 +1,4 @@
-"""tools/demo_data/cityscapes.py writes a tree that mmseg's CityscapesDataset and pipelines read."""
+"""tools/dataset_converters/demo_data/cityscapes.py writes a tree that mmseg's CityscapesDataset and pipelines read."""
 import glob
 import os.path as osp
 import sys
@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REPO
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
+sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from demo_data import cityscapes  # noqa: E402
 
 pytest.importorskip('mmseg')

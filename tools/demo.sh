@@ -34,7 +34,7 @@ train_cfg.max_epochs=$EPOCHS default_hooks.checkpoint.interval=$EPOCHS default_h
 randomness.seed=$SEED"
 
 mkdir -p "$(dirname "$DATA")"
-"$PYTHON" tools/make_demo_data.py imagenet "$DATA" --seed "$SEED" --train-per-class 320 --val-per-class 25
+"$PYTHON" tools/dataset_converters/make_demo_data.py imagenet "$DATA" --seed "$SEED" --train-per-class 320 --val-per-class 25
 mim train mmpretrain "$CONFIG" --gpus 0 --work-dir "$WORK" --cfg-options $DATA_OPTS $TRAIN_OPTS
 CHECKPOINT=$(cat "$WORK/last_checkpoint")
 tools/dist_test.sh "$CONFIG" "$CHECKPOINT" 1 --work-dir "$WORK" --cfg-options $DATA_OPTS

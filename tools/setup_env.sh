@@ -55,12 +55,12 @@ if ! have openmim==0.3.9 click==* model-index==* pandas==2.2.3 tabulate==*; then
     pip install -q click colorama model-index pandas requests rich tabulate
 fi
 if ! have nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37; then
-    # SASS disassembler for tools/kernel_report.py and its test (about 6 MB; no GPU needed)
+    # SASS disassembler for benchmarks/kernel_report.py and its test (about 6 MB; no GPU needed)
     echo "[setup] installing cuobjdump and nvdisasm 13.5"
     pip install -q "nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37"
 fi
 if ! have onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0; then
-    # the deploy extra: ONNX export (tools/export_onnx.py) and its check on ONNX Runtime
+    # the deploy extra: ONNX export (tools/deployment/export_onnx.py) and its check on ONNX Runtime
     echo "[setup] installing onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.32.0"
     pip install -q "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0"
 fi

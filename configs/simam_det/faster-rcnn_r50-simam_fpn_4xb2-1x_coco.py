@@ -12,7 +12,7 @@ model = dict(
             dict(cfg=dict(type='SimAM', e_lambda=0.1), stages=(True, True, True, True), position='after_conv2')
         ],
         # The released ImageNet SimAM-ResNet-50, converted with
-        # tools/convert_checkpoint.py resnet50.pth.tar checkpoints/simam-resnet50_mmdet.pth \
+        # tools/model_converters/convert_checkpoint.py resnet50.pth.tar checkpoints/simam-resnet50_mmdet.pth \
         #     --model simam-resnet50 --to mmdet
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/simam-resnet50_mmdet.pth')))
 

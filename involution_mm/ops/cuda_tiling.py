@@ -1,5 +1,5 @@
 """How the CUDA kernels split the work among threads, per (dtype, layout, stage class): a default table for any
-GPU, and tables measured on particular GPUs by ``tools/benchmark.py --tiling``, which prints one in this
+GPU, and tables measured on particular GPUs by ``benchmarks/op.py --tiling``, which prints one in this
 module's format.
 
 A stage class is the width of the map a launch writes, in the classes of RedNet's four stages (56, 28, 14 and
@@ -28,7 +28,7 @@ class Tiling(NamedTuple):
 
 TilingTable = Dict[Tuple[str, str, str], Tiling]  # (dtype name, layout, stage class) -> Tiling
 
-# Any GPU without a measured table. Chosen without a GPU, from the kernels' static figures (tools/kernel_report.py,
+# Any GPU without a measured table. Chosen without a GPU, from the kernels' static figures (benchmarks/kernel_report.py,
 # sm_90): at most about 128 registers, so that 256-thread blocks keep at least 16 warps per multiprocessor to
 # hide memory latency, and few instructions per multiply-add (channels_last: a thread takes a whole group of
 # 16 channels where that still starts enough threads); and from thread counts: narrow maps take fewer columns
@@ -64,7 +64,7 @@ DEFAULT_TILINGS: TilingTable = {
 }
 
 # device name (torch.cuda.get_device_name) -> the table measured on it; entries it lacks come from the
-# defaults. Paste the output of ``tools/benchmark.py --tiling`` here.
+# defaults. Paste the output of ``benchmarks/op.py --tiling`` here.
 MEASURED_TILINGS: Dict[str, TilingTable] = {}
 
 

@@ -181,7 +181,7 @@ def cupy_forward(x: torch.Tensor, weight: torch.Tensor, geo: Geometry, spec: Opt
                  ) -> torch.Tensor:
     """The forward kernel; the output keeps ``x``'s memory format (contiguous or channels_last).
 
-    ``spec`` overrides the tiling ``choose_spec`` picks (for tuning, see ``tools/benchmark.py --tiling``).
+    ``spec`` overrides the tiling ``choose_spec`` picks (for tuning, see ``benchmarks/op.py --tiling``).
     """
     out = torch.empty((geo.batch, geo.channels) + geo.out_size, dtype=x.dtype, device=x.device,
                       memory_format=output_memory_format(x))

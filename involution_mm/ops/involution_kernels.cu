@@ -135,7 +135,7 @@ DEVICE Strip strip_of(long long t, int height, int width, int pixels, int chunks
 // ---- Channel-vector kernels: feature maps with unit channel stride (channels_last) ----------------------
 // The two families repeat a few lines (the input-gradient row arithmetic and weights, the weight-gradient
 // store) rather than share helpers: shared helpers made ptxas spill a few bytes in some tilings and raised the
-// row input gradient from 4.0 to 4.7 instructions per multiply-add (tools/kernel_report.py).
+// row input gradient from 4.0 to 4.7 instructions per multiply-add (benchmarks/kernel_report.py).
 
 // The CHANNELS_PER_THREAD adjacent channels of a thread move as aligned chunks of CHUNK channels, 2 to 16 bytes.
 template <int BYTES> struct ChunkOf;

@@ -1,5 +1,5 @@
 """Tile sizes of the fused involution kernels: the default for a layer's shape, and the candidates a GPU sweep
-times (``tools/benchmark.py --layer --sweep``). Pure Python: nothing here needs Triton.
+times (``benchmarks/op.py --layer --sweep``). Pure Python: nothing here needs Triton.
 
 The defaults were chosen without a GPU, from the kernels compiled for sm_90 on a CPU machine: registers stay
 below 255 without spills, and the instructions per multiply-add of the hot loop are lowest for a tile whose

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Parameters and FLOPs of a config's model, counting the involution aggregation.
 
-    python tools/get_flops.py configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py
-    python tools/get_flops.py CONFIG --shape 800 1333
+    python tools/analysis_tools/get_flops.py configs/rednet/rednet50_64xb32-warmup-coslr-130e_in1k.py
+    python tools/analysis_tools/get_flops.py CONFIG --shape 800 1333
 
 Works for mmpretrain, mmdet and mmsegmentation configs (the framework comes from the config's
 ``default_scope``). The model runs once in ``mode='tensor'`` on a synthetic image of ``--shape`` (height,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The Involution layer fused against unfused at every involution shape of RedNet-50: time and memory.
 
-    python tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16
-    python tools/benchmark.py --layer --device cuda --batch 64 --dtype float16 --channels-last --sweep
+    python benchmarks/op.py --layer --device cuda --batch 64 256 --dtype float16
+    python benchmarks/op.py --layer --device cuda --batch 64 --dtype float16 --channels-last --sweep
 
 For each layer shape (the 3x3 stem involution, each stage's stride-1 layers and the stride-2 transitions into
 stages 2-4; 224x224 images) it builds one Involution layer, copies it with the fused path on (same
@@ -36,6 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from involution_mm.layers import Involution  # noqa: E402
 from involution_mm.profiling import median_time, peak_memory_bytes  # noqa: E402
+from timing import copy_bandwidth, machine_description  # noqa: E402
 
 # (label, channels, input size, stride, kernel) of RedNet-50's involution layers at 224x224
 LAYERS = [('stem', 32, 112, 1, 3), ('1', 64, 56, 1, 7), ('2 s2', 128, 56, 2, 7), ('2', 128, 28, 1, 7),
@@ -73,7 +74,6 @@ def main(argv=None) -> int:
         return median_time(lambda: [fn() for _ in range(inner)], device, args.repeats) / inner * 1e3
 
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    from benchmark import copy_bandwidth, machine_description
     bandwidth = copy_bandwidth(device, lambda fn: timed(fn) / 1e3) if device.type == 'cuda' else None
     print(f'# Involution layer, fused / unfused, RedNet-50 shapes, {args.dtype}, '
           f'{"channels_last" if args.channels_last else "contiguous"}; {machine_description(device)}; '

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Each model's best mode from tools/benchmark_models.py output, and issue 14's model targets.
+"""Each model's best mode from benchmarks/models.py output, and issue 14's model targets.
 
-    python tools/best_modes.py models.log [more.log ...]    # e.g. OUT/rednet-table.log OUT/compile.log
+    python benchmarks/best_modes.py models.log [more.log ...]    # e.g. OUT/rednet-table.log OUT/compile.log
 
 Reads the result rows (``| mode | layout | batch | precision | model | inference | training | peak GiB |``) of
 one or more runs, and for every batch and precision prints each model's fastest (mode, layout) for inference

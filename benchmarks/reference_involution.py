@@ -1,5 +1,5 @@
 """BENCHMARK ONLY, not part of the package: involution in the formulation of the original CuPy kernel
-(github.com/d-li14/involution, ``cupy_involution``), written anew for tools/benchmark.py ``--kernels``, to
+(github.com/d-li14/involution, ``cupy_involution``), written anew for benchmarks/op.py ``--kernels``, to
 compare against in the same run (issue 13, item 3).
 
 The formulation: three kernels on contiguous NCHW tensors, one thread per element of the tensor each writes

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Write a tiny dataset in an upstream on-disk format, in seconds.
 
-    mkdir -p data && python tools/make_demo_data.py imagenet data/demo_imagenet
+    mkdir -p data && python tools/dataset_converters/make_demo_data.py imagenet data/demo_imagenet
 
-Formats are the modules of ``tools/demo_data`` (each documents its layout). The folder is written beside
+Formats are the modules of ``tools/dataset_converters/demo_data`` (each documents its layout). The folder is written beside
 its destination and moved into place when complete, so it is never left half-written, also when the tool
 is interrupted (Ctrl-C, SIGTERM). Each folder it writes holds a marker file; an existing folder is replaced
 only if it holds that marker (or is empty), so a folder of yours is never touched. The folder around it
@@ -25,7 +25,7 @@ import demo_data  # noqa: E402
 def _load_output_files():
     """involution_mm/output_files.py of this checkout, without importing the package (torch and the
     frameworks), so that the tool starts in a fraction of a second."""
-    path = osp.join(osp.dirname(TOOLS), 'involution_mm', 'output_files.py')
+    path = osp.join(osp.dirname(osp.dirname(TOOLS)), 'involution_mm', 'output_files.py')
     spec = importlib.util.spec_from_file_location('involution_mm_output_files', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -73,7 +73,7 @@ def write_atomically(kind: str, out_dir: str, seed: int = 0, **options) -> str:
     with written_atomically(out_dir) as staging:
         writer(staging, seed=seed, **options)
         with open(osp.join(staging, MARKER), 'w') as f:
-            f.write(f'Written by tools/make_demo_data.py ({kind}, seed {seed}); it may replace this folder.\n')
+            f.write(f'Written by tools/dataset_converters/make_demo_data.py ({kind}, seed {seed}); it may replace this folder.\n')
     return out_dir
 
 

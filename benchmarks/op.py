@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Benchmark the involution op against the naive unfold formulation at the RedNet-50 stage shapes.
 
-    python tools/benchmark.py                       # CPU, batch 8, float32
-    python tools/benchmark.py --device cuda --batch 64 --dtype float16
-    python tools/benchmark.py --device cuda --kernels --batch 64 256 --dtype float16 float32   # issue 13
-    python tools/benchmark.py --device cuda --tiling --batch 64 256 --dtype float16 float32    # tuning table
-    python tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16  # the fused layer, per stage
-    python tools/benchmark.py --latency --device cuda --dtype float16   # batch 1: per-call host time, latency
+    python benchmarks/op.py                       # CPU, batch 8, float32
+    python benchmarks/op.py --device cuda --batch 64 --dtype float16
+    python benchmarks/op.py --device cuda --kernels --batch 64 256 --dtype float16 float32   # issue 13
+    python benchmarks/op.py --device cuda --tiling --batch 64 256 --dtype float16 float32    # tuning table
+    python benchmarks/op.py --layer --device cuda --batch 64 256 --dtype float16  # the fused layer, per stage
+    python benchmarks/op.py --latency --device cuda --dtype float16   # batch 1: per-call host time, latency
 
 For each stage's involution (224x224 input, K=7, 16 channels per group) it times forward+backward and
 measures the peak memory allocated beyond the inputs, for ``unfold`` (unfold every 7x7 neighbourhood,
@@ -22,7 +22,7 @@ the forward, input-gradient and weight-gradient kernels (CUDA-graph replay, so h
 count) as shares of the bandwidth bound, contiguous and channels_last (NHWC maps, weights as the view of a
 channels_last span conv, as a channels_last RedNet holds them), and the channels_last / contiguous time
 ratio; in float32 also forward+backward milliseconds (eager, as a model runs them) of the op against the
-original CuPy kernel's formulation (tools/reference_involution.py). ``--tiling`` times every tiling of the
+original CuPy kernel's formulation (benchmarks/reference_involution.py). ``--tiling`` times every tiling of the
 CuPy kernels at each stage for each layout, batch and dtype, and prints the best per (dtype, layout, stage
 class) as an entry of ``cuda_tiling.MEASURED_TILINGS``.
 
@@ -33,9 +33,7 @@ runs behind) and the latency of one call (synchronised), for inference (no_grad)
 window over the same map, one cuDNN launch).
 """
 import argparse
-import platform
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 from involution_mm.ops import available_backends, involution, select_backend
 from involution_mm.ops.geometry import check_inputs
 from involution_mm.profiling import median_time, peak_memory_bytes
+from timing import copy_bandwidth, graph_copy_bandwidth, graph_ms, host_microseconds, machine_description
 
 # (stage, channels, size) of the stride-1 involutions of RedNet-50 at 224x224 input
 STAGES = [(1, 64, 56), (2, 128, 28), (3, 256, 14), (4, 512, 7)]
@@ -66,12 +65,6 @@ def forward_backward(op, x, weight, grad):
     return run
 
 
-def machine_description(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
-                  if line.startswith('model name')), platform.processor() or 'unknown CPU')
-    return f'{model}, {torch.get_num_threads()} threads'
 
 
 def main(argv=None) -> int:
@@ -168,18 +161,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def host_microseconds(fn, device: torch.device, calls: int = 200) -> float:
-    """Host time of one call: ``calls`` calls queued without synchronising, divided by their number."""
-    fn()
-    best = float('inf')
-    for _ in range(3):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
 
 
 def latency(device: torch.device, dtype: torch.dtype, stages, repeats: int) -> int:
@@ -213,11 +194,6 @@ def latency(device: torch.device, dtype: torch.dtype, stages, repeats: int) -> i
     return 0
 
 
-def copy_bandwidth(device: torch.device, timed) -> float:
-    """Bytes per second a large tensor copy moves, counting both the read and the write."""
-    source = torch.empty(2**29, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
-    return 2 * source.numel() / timed(lambda: target.copy_(source))
 
 
 def _bandwidth_row(stage, x, weight, ops, results, timed):
@@ -233,29 +209,6 @@ def _bandwidth_row(stage, x, weight, ops, results, timed):
 KERNEL_LAYOUTS = ('contiguous', 'channels_last')
 
 
-def graph_ms(fn, calls: int = 20, repeats: int = 5) -> float:
-    """Device milliseconds of one ``fn()``: ``calls`` calls captured in a CUDA graph, the graph replayed
-    ``repeats`` times, the median. No host time per call counts."""
-    fn()  # compile and plan outside the capture
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return sorted(times)[len(times) // 2]
 
 
 def stage_tensors(stage: int, batch: int, dtype: torch.dtype, layout: str, device: torch.device):
@@ -278,11 +231,6 @@ def kernel_calls(x, weight, grad, spec=None):
             'grad_weight': lambda: cupy_backend.cupy_grad_weight(grad, x, geo, spec)}
 
 
-def graph_copy_bandwidth(device: torch.device) -> float:
-    """Bytes per second of a large tensor copy (read + write), device time."""
-    source = torch.empty(2**29, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
-    return 2 * source.numel() / (graph_ms(lambda: target.copy_(source)) / 1e3)
 
 
 def kernel_tables(device, batches, dtypes, stages, repeats) -> int:
@@ -321,10 +269,10 @@ def _share_row(device, stage, batch, dtype, copy):
 
 
 def _reference_table(device, batches, stages, repeats):
-    """float32 forward+backward of the op (eager, both layouts) against tools/reference_involution.py."""
+    """float32 forward+backward of the op (eager, both layouts) against benchmarks/reference_involution.py."""
     from reference_involution import reference_involution
     print('\n# float32 forward+backward ms (eager, host time included, as a model runs it): the op against the '
-          "original CuPy kernel's formulation (tools/reference_involution.py, contiguous copies as it takes)")
+          "original CuPy kernel's formulation (benchmarks/reference_involution.py, contiguous copies as it takes)")
     header = ['stage', 'batch', 'ours contiguous', 'ours channels_last', 'original formulation',
               'ours contiguous / original', 'ours channels_last / original']
     print('| ' + ' | '.join(header) + ' |')
@@ -421,8 +369,8 @@ def _usable(backend: str, device: torch.device) -> bool:
 
 def layer_main(argv) -> int:
     """``--layer``: the Involution layer fused against unfused at every RedNet-50 involution shape (its options:
-    ``python tools/benchmark_layer.py --help``)."""
-    from benchmark_layer import main as layer_benchmark
+    ``python benchmarks/layer.py --help``)."""
+    from layer import main as layer_benchmark
     return layer_benchmark([arg for arg in argv if arg != '--layer'])
 
 

@@ -2,21 +2,21 @@
 # The CUDA backend's checks on a GPU machine, each part's output also written to OUT_DIR/<part>.log:
 #   tests   the op tests, CUDA ones included (test_ops_cuda.py skips nothing when CUDA and CuPy are there)
 #   op      the CuPy kernels at the RedNet-50 stage shapes, batch 64 and 256, float16 and float32 (issue 13's figures:
-#           tools/benchmark.py --kernels): forward, input- and weight-gradient shares of the bandwidth bound,
+#           benchmarks/op.py --kernels): forward, input- and weight-gradient shares of the bandwidth bound,
 #           contiguous and channels_last, their time ratio, and float32 forward+backward against the original
 #           CuPy kernel's formulation
 #   op-tiling  (only when named) every tiling of the CuPy kernels at each stage, batch 64 and 256, float16 and
 #           float32, both layouts; prints the tuning table for involution_mm/ops/cuda_tiling.py
-#   models  tools/benchmark_models.py, RedNet-50 against ResNet-50, contiguous, then channels_last with a profile
+#   models  benchmarks/models.py, RedNet-50 against ResNet-50, contiguous, then channels_last with a profile
 #   simam   the SimAM op tests (tests/test_simam_fused.py), then SimAM-ResNet-50 against ResNet-50, eager, both
 #           layouts, float32 and float16, batch 64 and 256, and a profile of its channels_last float16 step
 #   simam-compiled  the same comparison under torch.compile (each model compiles 8 times: expect minutes)
 #   fused   the fused involution layer: its tests (tests/test_fused_involution.py, Triton compiled for the GPU),
 #           then the layer fused against unfused at every RedNet-50 involution shape, float16, batch 64 and
-#           256, contiguous and channels_last (tools/benchmark.py --layer: issue 14's layer targets)
+#           256, contiguous and channels_last (benchmarks/op.py --layer: issue 14's layer targets)
 #   rednet  RedNet-50 (fused layers) against ResNet-50, float16, batch 256, eager and compiled, both layouts,
-#           then each model's best mode and the memory ratios (tools/best_modes.py: issue 14's model targets)
-#   latency the op at batch 1 (tools/benchmark.py --latency): per-call host time and latency against F.conv2d,
+#           then each model's best mode and the memory ratios (benchmarks/best_modes.py: issue 14's model targets)
+#   latency the op at batch 1 (benchmarks/op.py --latency): per-call host time and latency against F.conv2d,
 #           float16 and float32 (issue 12)
 #   compile RedNet-50 against ResNet-50, float16, batch 1, 64 and 256, eager, torch.compile and its CUDA-graph
 #           mode (reduce-overhead), in each of COMPILE_LAYOUTS (default: contiguous channels_last; name one per
@@ -24,15 +24,15 @@
 #   fused-sweep  (only when named) every tile configuration of each fused kernel at stages 1, 2 (stride 2)
 #           and 4, channels_last, to re-tune involution_mm/ops/triton/involution_tiles.py
 #
-#   tools/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled] [fused] [rednet] [fused-sweep]
+#   benchmarks/cuda_checks.sh OUT_DIR [tests] [op] [models] [simam] [simam-compiled] [fused] [rednet] [fused-sweep]
 #                                [op-tiling]
 #   (default: all but fused-sweep and op-tiling; one device call of 10 minutes fits "fused rednet", not all of them)
 #
-# Where mmengine is not installed and .whl/ holds the wheels of tools/device_wheels.sh, they are installed
+# Where mmengine is not installed and .whl/ holds the wheels of benchmarks/device_wheels.sh, they are installed
 # into a scratch folder first (no network needed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: tools/cuda_checks.sh OUT_DIR [PART ...], parts listed at the top of this file}
+out=${1:?usage: benchmarks/cuda_checks.sh OUT_DIR [PART ...], parts listed at the top of this file}
 shift
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(tests op models simam simam-compiled fused rednet latency compile)
@@ -70,41 +70,41 @@ for part in "${parts[@]}"; do
             tests/test_op_registration.py ;;
     latency)
         for dtype in float16 float32; do
-            "$PYTHON" tools/benchmark.py --latency --device cuda --dtype "$dtype" --repeats 50 || exit 1
+            "$PYTHON" benchmarks/op.py --latency --device cuda --dtype "$dtype" --repeats 50 || exit 1
         done ;;
     compile)
-        "$PYTHON" tools/benchmark_models.py --model rednet50 --batch 1 64 256 --dtype float16 \
+        "$PYTHON" benchmarks/models.py --model rednet50 --batch 1 64 256 --dtype float16 \
             --layout ${COMPILE_LAYOUTS:-contiguous channels_last} --mode eager compiled reduce-overhead ;;
     op)
-        "$PYTHON" tools/benchmark.py --device cuda --kernels --batch 64 256 --dtype float16 float32 ;;
+        "$PYTHON" benchmarks/op.py --device cuda --kernels --batch 64 256 --dtype float16 float32 ;;
     op-tiling)
-        "$PYTHON" tools/benchmark.py --device cuda --tiling --batch 64 256 --dtype float16 float32 ;;
+        "$PYTHON" benchmarks/op.py --device cuda --tiling --batch 64 256 --dtype float16 float32 ;;
     models)
-        "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 &&
-            "$PYTHON" tools/benchmark_models.py --batch 64 256 --dtype float32 float16 --channels-last --profile ;;
+        "$PYTHON" benchmarks/models.py --batch 64 256 --dtype float32 float16 &&
+            "$PYTHON" benchmarks/models.py --batch 64 256 --dtype float32 float16 --channels-last --profile ;;
     simam)
         "$PYTHON" -m pytest -q -rs tests/test_simam_fused.py
         tested=$?
-        "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
+        "$PYTHON" benchmarks/models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
             --layout contiguous channels_last &&
-            "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 256 --dtype float16 \
+            "$PYTHON" benchmarks/models.py --model simam-resnet50 --batch 256 --dtype float16 \
                 --layout channels_last --iterations 5 --profile &&
             [ $tested -eq 0 ] ;;
     simam-compiled)
-        "$PYTHON" tools/benchmark_models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
+        "$PYTHON" benchmarks/models.py --model simam-resnet50 --batch 64 256 --dtype float32 float16 \
             --layout contiguous channels_last --mode compiled --warmup 2 ;;
     fused)
         "$PYTHON" -m pytest -q -rs tests/test_fused_involution.py
         tested=$?
-        "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16 &&
-            "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 256 --dtype float16 --channels-last &&
+        "$PYTHON" benchmarks/op.py --layer --device cuda --batch 64 256 --dtype float16 &&
+            "$PYTHON" benchmarks/op.py --layer --device cuda --batch 64 256 --dtype float16 --channels-last &&
             [ $tested -eq 0 ] ;;
     rednet)
-        "$PYTHON" tools/benchmark_models.py --model rednet50 --batch 256 --dtype float16 \
+        "$PYTHON" benchmarks/models.py --model rednet50 --batch 256 --dtype float16 \
             --layout contiguous channels_last --mode eager compiled --warmup 2 | tee "$out/rednet-table.log" &&
-            "$PYTHON" tools/best_modes.py "$out/rednet-table.log" ;;
+            "$PYTHON" benchmarks/best_modes.py "$out/rednet-table.log" ;;
     fused-sweep)
-        "$PYTHON" tools/benchmark.py --layer --device cuda --batch 64 --dtype float16 --channels-last --sweep \
+        "$PYTHON" benchmarks/op.py --layer --device cuda --batch 64 --dtype float16 --channels-last --sweep \
             --layers 1 '2 s2' 4 ;;
     esac 2>&1 | tee "$out/$part.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

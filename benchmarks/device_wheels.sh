@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Collect in .whl/ the wheels a GPU machine with torch but no OpenMMLab packages (and no network) needs to
-# run tools/benchmark_models.py and the model tests: pure-Python mmengine and mmpretrain, mmcv built without
+# run benchmarks/models.py and the model tests: pure-Python mmengine and mmpretrain, mmcv built without
 # its compiled ops (it installs as mmcv-lite and imports as mmcv; RedNet and ResNet use only mmcv.cnn), and
 # the small packages they import. Run here, where pip reaches PyPI; on the GPU machine:
 #

@@ -3,13 +3,13 @@
 (spills), shared memory and the instructions per fused multiply-add of each kernel's hottest loop, for the
 launches RedNet-50's involution layers make, compiled for one GPU architecture.
 
-    python tools/triton_report.py [--arch 90] [--dtype float16 float32] [--stages 1 4] [--layout channels_last]
-    python tools/triton_report.py --layout contiguous --no-staging      # the kernels on NCHW tensors directly
+    python benchmarks/triton_report.py [--arch 90] [--dtype float16 float32] [--stages 1 4] [--layout channels_last]
+    python benchmarks/triton_report.py --layout contiguous --no-staging      # the kernels on NCHW tensors directly
 
 Triton ships ptxas, cuobjdump and nvdisasm, so nothing else is needed. The launcher
 (``involution_mm/ops/triton/involution_fused.py``) runs on meta tensors with its kernels replaced by recorders,
 so each kernel is compiled with exactly the arguments, tiles and specialisations (unit strides, 16-divisible
-integers) of a real launch. These are instruction counts, not timings: tools/benchmark.py --layer measures.
+integers) of a real launch. These are instruction counts, not timings: benchmarks/op.py --layer measures.
 """
 import argparse
 import collections
@@ -34,7 +34,6 @@ sys.path.insert(0, REPO)
 from involution_mm.ops.triton import involution_fused  # noqa: E402
 from involution_mm.ops.triton.involution_tiles import default_config  # noqa: E402
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
 from kernel_report import hottest_loop  # noqa: E402
 
 TRITON_BIN = osp.join(osp.dirname(triton.__file__), 'backends', 'nvidia', 'bin')

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """A model against mmpretrain's ResNet-50 on one GPU: inference and training throughput and training memory.
 
-    python tools/benchmark_models.py                                   # RedNet-50, batch 64 and 256, fp32, fp16
-    python tools/benchmark_models.py --model simam-resnet50 --layout contiguous channels_last \\
+    python benchmarks/models.py                                   # RedNet-50, batch 64 and 256, fp32, fp16
+    python benchmarks/models.py --model simam-resnet50 --layout contiguous channels_last \\
         --mode eager compiled
-    python tools/benchmark_models.py --batch 64 --dtype float16 --channels-last --profile
-    python tools/benchmark_models.py --device cpu --batch 2 --iterations 1 --warmup 0 --dtype float32  # smoke
+    python benchmarks/models.py --batch 64 --dtype float16 --channels-last --profile
+    python benchmarks/models.py --device cpu --batch 2 --iterations 1 --warmup 0 --dtype float32  # smoke
 
 Both classifiers are built from their configs through mmpretrain's registry (backbone, global pooling,
 linear head: what a user trains), in one process, on the same random 224x224 inputs. Inference runs in eval
@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
+from timing import machine_description, synchronize
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # --model name -> (label, config); a path to a config file is accepted too
 MODELS = {
@@ -51,11 +53,6 @@ def build(config: str, device: torch.device, layout: str, simam_backend: str) ->
         if isinstance(module, SimAM):
             module.backend = simam_backend
     return model
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def images_per_second(step: Callable[[], None], batch: int, iterations: int, warmup: int,
@@ -183,8 +180,9 @@ def main(argv=None) -> int:
     label, config = MODELS.get(args.model, (osp.splitext(osp.basename(args.model))[0], args.model))
     configs = {BASELINE: osp.join(spec.submodule_search_locations[0], RESNET_CONFIG), label: config}
     device = torch.device(args.device)
-    print(f'# {describe(device)}; torch {torch.__version__}; {label} against {BASELINE}; {backends(device)}; '
-          f'{args.iterations} timed iterations after {args.warmup}')
+    smoke = '' if device.type == 'cuda' else ' (smoke test: not a benchmark)'
+    print(f'# {machine_description(device)}{smoke}; torch {torch.__version__}; {label} against {BASELINE}; '
+          f'{backends(device)}; {args.iterations} timed iterations after {args.warmup}')
     print('| mode | layout | batch | precision | model | inference img/s | training img/s | training peak GiB |')
     print('|---|---|---|---|---|---|---|---|')
     worst = []
@@ -199,10 +197,6 @@ def main(argv=None) -> int:
 def gib(value: float, unit: str = '') -> str:
     """A memory figure or ratio, ``n/a`` where none was measured (off CUDA)."""
     return 'n/a' if math.isnan(value) else f'{value:.2f}{unit}'
-
-
-def describe(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU (smoke test: not a benchmark)'
 
 
 def backends(device: torch.device) -> str:

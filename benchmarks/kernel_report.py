@@ -1,12 +1,12 @@
 """Static report on the CUDA kernels, made without a GPU: registers, spills and the instruction mix of each
 kernel's hottest loop, for the variants RedNet launches, compiled by nvcc for one architecture.
 
-    python tools/kernel_report.py [--arch sm_90]
+    python benchmarks/kernel_report.py [--arch sm_90]
 
 Needs nvcc; the instruction mix also needs cuobjdump and nvdisasm (from a CUDA toolkit, or
 ``pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm``). The op is memory-bound only while its loops issue
 few instructions per multiply-add: at 16-bit precision an H100 has about 100 instruction slots per output
-element for the bytes each one moves. These are instruction counts, not timings; tools/benchmark.py measures.
+element for the bytes each one moves. These are instruction counts, not timings; benchmarks/op.py measures.
 """
 import argparse
 import collections
