@@ -14,6 +14,8 @@ from typing import Any, List, Optional
 
 import torch
 
+from .user_errors import MissingFileError, UserError
+
 # Types that mmengine-era checkpoints pickle besides tensors and builtins; none can run code on load.
 _SAFE_GLOBAL_NAMES = (
     'mmengine.logging.history_buffer.HistoryBuffer',
@@ -45,7 +47,7 @@ def _history_buffer_method(owner: Any, name: str) -> Any:
                                  'HistoryBuffer statistics methods are allowed')
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file that cannot or must not be loaded."""
 
 
@@ -95,7 +97,7 @@ def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
     """Load a local checkpoint with weights-only unpickling, with errors that say what to do.
 
     Raises:
-        FileNotFoundError: ``filename`` does not exist.
+        MissingFileError: ``filename`` does not exist (a ``FileNotFoundError``).
         CheckpointError: ``filename`` is a folder, is not a file written by ``torch.save``, is truncated or
             corrupt, or its pickle names a type outside the allow-list (it is refused: unpickling it could
             run code).
@@ -104,7 +106,7 @@ def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
     if osp.isdir(filename):
         raise CheckpointError(f'{filename} is a folder; give the path of a checkpoint file (.pth)')
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+        raise MissingFileError(f'{filename} can not be found.')
     problem = _format_problem(filename)
     if problem:
         raise CheckpointError(f'{filename} is not a PyTorch checkpoint: {problem}; give a file written by '

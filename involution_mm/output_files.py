@@ -16,11 +16,13 @@ import tempfile
 import threading
 from typing import Iterator, Optional
 
+from .user_errors import UserError
+
 # Suffix of the staging folders that :func:`written_atomically` creates beside a destination.
 STAGING_SUFFIX = '.part'
 
 
-class OutputPathError(ValueError):
+class OutputPathError(UserError, ValueError):
     """An output path that cannot be written; the message names the problem and what to do, on one line."""
 
 

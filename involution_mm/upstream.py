@@ -9,13 +9,15 @@ import importlib.util
 import os.path as osp
 import sys
 
+from .user_errors import UserError, one_line
+
 # default_scope of a config -> the Python package of that framework
 FRAMEWORK_PACKAGES = {'mmpretrain': 'mmpretrain', 'mmdet': 'mmdet', 'mmseg': 'mmseg'}
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used (missing, unreadable, without a model or a framework scope); the
-    message says so in one line."""
+class ConfigError(UserError, ValueError):
+    """A config that cannot be used (missing, unreadable, without a model or a framework scope, or whose
+    model cannot be built from it); the message says so in one line."""
 
 
 def _checked_scope(cfg, config: str) -> str:
@@ -66,7 +68,9 @@ def build_model_from_config(config: str, cfg_options: dict = None):
         tuple: ``(model, scope)``, the model and the config's ``default_scope``.
 
     Raises:
-        ConfigError: see :func:`load_model_config`.
+        ConfigError: see :func:`load_model_config`; also an unknown model type or arguments that a
+            constructor refuses (``KeyError``, ``TypeError``, ``ValueError`` or ``AssertionError`` raised
+            while building from the config).
     """
     import importlib
 
@@ -75,7 +79,11 @@ def build_model_from_config(config: str, cfg_options: dict = None):
     cfg = load_model_config(config, cfg_options)
     scope = cfg.default_scope
     init_default_scope(scope)
-    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    try:
+        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    except (KeyError, TypeError, ValueError, AssertionError) as err:
+        # an unknown type (the registry's KeyError) or arguments a constructor refuses: the config's fault
+        raise ConfigError(f'cannot build the model of {config}: {one_line(err)}') from None
     return revert_sync_batchnorm(model).eval(), scope
 
 
