@@ -44,7 +44,8 @@ class ToolWarning(UserWarning):
 
 
 def one_line(err: BaseException) -> str:
-    """The message of an exception on one line (a ``KeyError`` without the quotes ``str`` adds)."""
+    """The message of another library's exception on one line (a ``KeyError`` without the quotes ``str``
+    adds), to wrap it into a :class:`UserError`."""
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return ' '.join(lines) if lines else type(err).__name__
@@ -63,13 +64,15 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
             Defaults to 'interrupted'.
 
     Returns:
-        int: ``main``'s status; 2 after a :class:`UserError` (printed as ``error: <message>``); 130 after
+        int: ``main``'s status; 2 after a :class:`UserError` (printed as ``error: <message>``: our messages
+        are one line, except listings such as a converter's missing keys); 130 after
         Ctrl-C. Other exceptions propagate with their traceback: they are bugs.
     """
     try:
         status = main(argv)
     except UserError as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
+        print(f'error: {str(message).strip()}', file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         print(str(err) if err.args else interrupted, file=sys.stderr)
