@@ -134,7 +134,7 @@ def test_make_demo_data_leaves_a_folder_it_did_not_write_alone(tmp_path):
     mine.mkdir()
     (mine / 'thesis.tex').write_text('years of work')
     proc = make_demo_data('imagenet', mine)
-    assert proc.returncode == 1 and proc.stdout.strip().count('\n') == 0, proc.stdout
+    assert proc.returncode == 2 and proc.stdout.strip().count('\n') == 0, proc.stdout
     assert 'is not empty and was not written by make_demo_data.py' in proc.stdout
     assert os.listdir(mine) == ['thesis.tex'] and (mine / 'thesis.tex').read_text() == 'years of work'
     assert leftovers(tmp_path) == []
@@ -166,7 +166,7 @@ def test_make_demo_data_refuses_a_count_that_is_not_positive(tmp_path, count):
 def test_make_demo_data_output_path_problems(tmp_path, make_bad, message):
     (tmp_path / 'a_file').write_text('x')
     proc = make_demo_data('imagenet', make_bad(tmp_path))
-    assert proc.returncode == 1 and proc.stdout.startswith('error: ') and message in proc.stdout
+    assert proc.returncode == 2 and proc.stdout.startswith('error: ') and message in proc.stdout
     assert 'Traceback' not in proc.stdout and proc.stdout.count('\n') == 1
     assert sorted(os.listdir(tmp_path)) == ['a_file']
 

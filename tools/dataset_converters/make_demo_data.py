@@ -22,19 +22,21 @@ sys.path.insert(0, TOOLS)
 import demo_data  # noqa: E402
 
 
-def _load_output_files():
-    """involution_mm/output_files.py of this checkout, without importing the package (torch and the
-    frameworks), so that the tool starts in a fraction of a second."""
-    path = osp.join(osp.dirname(osp.dirname(TOOLS)), 'involution_mm', 'output_files.py')
-    spec = importlib.util.spec_from_file_location('involution_mm_output_files', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _light_package() -> None:
+    """Make ``involution_mm`` of this checkout importable without running its ``__init__`` (which imports
+    torch and the frameworks), so that the tool starts in a fraction of a second: its standard-library
+    modules (output_files, user_errors) are all it needs."""
+    if 'involution_mm' in sys.modules:
+        return
+    folder = osp.join(osp.dirname(osp.dirname(TOOLS)), 'involution_mm')
+    spec = importlib.util.spec_from_file_location('involution_mm', osp.join(folder, '__init__.py'),
+                                                  submodule_search_locations=[folder])
+    sys.modules['involution_mm'] = importlib.util.module_from_spec(spec)  # not executed
 
 
-_output_files = _load_output_files()
-OutputPathError = _output_files.OutputPathError
-check_output_path, written_atomically = _output_files.check_output_path, _output_files.written_atomically
+_light_package()
+from involution_mm.output_files import OutputPathError, check_output_path, written_atomically  # noqa: E402
+from involution_mm.user_errors import run_tool  # noqa: E402
 
 FORMATS = sorted(m.name for m in pkgutil.iter_modules(demo_data.__path__))
 # Written into every dataset folder; its presence means the folder is ours to replace.
@@ -99,17 +101,10 @@ def main(argv=None) -> int:
     options = {key: value for key, value in vars(args).items() if key.endswith('_per_class') and value is not None}
     if options and args.kind != 'imagenet':
         parser.error('--train-per-class and --val-per-class apply to imagenet only')
-    try:
-        write_atomically(args.kind, args.out_dir, args.seed, **options)
-    except OutputPathError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('interrupted; nothing was written', file=sys.stderr)
-        return 130
+    write_atomically(args.kind, args.out_dir, args.seed, **options)
     print(f'wrote a tiny {args.kind} dataset to {args.out_dir}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main, interrupted='interrupted; nothing was written'))
