@@ -1,0 +1,419 @@
+// The CPU involution kernels, written once with GCC vector extensions and compiled by each kernels_*.cpp
+// for one instruction set: it defines INVOLUTION_ISA (the namespace), INVOLUTION_VECTOR_BYTES (the vector
+// width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers) and
+// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient), then includes this file
+// under its `#pragma GCC target`. Nothing here calls a function defined outside this file.
+//
+// Every kernel is vectorized along output (or input) columns and keeps, in registers, the accumulators of
+// a block of channels of one group: the channels of a group share each kernel value, so one vector of
+// kernel values loaded per tap serves the whole block. The rows a task reads are first copied into a
+// zero-padded tile (any source strides; columns split into `stride` phases), so the inner loops are
+// branch-free contiguous vector loads whatever the layout, stride, padding or dilation.
+
+namespace involution_cpu {
+namespace INVOLUTION_ISA {
+
+typedef int64_t i64;
+
+constexpr int kChannelBlock = INVOLUTION_CHANNEL_BLOCK;
+constexpr int kTapBlock = INVOLUTION_TAP_BLOCK;
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(INVOLUTION_VECTOR_BYTES)));
+  static constexpr int lanes = INVOLUTION_VECTOR_BYTES / sizeof(T);
+};
+
+template <typename T>
+static inline typename Vec<T>::type vload(const T* p) {
+  typename Vec<T>::type v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+static inline void vstore(T* p, typename Vec<T>::type v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+static inline i64 imax(i64 a, i64 b) { return a > b ? a : b; }
+static inline i64 div_floor(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline i64 div_ceil(i64 a, i64 b) { return -div_floor(-a, b); }
+static inline i64 round_up(i64 a, i64 b) { return div_ceil(a, b) * b; }
+
+// Short copies and fills inline (no library call per row: rows here are 7 to 64 elements).
+template <typename T>
+static inline void copy_elements(T* dst, const T* src, i64 n) {
+  constexpr int L = Vec<T>::lanes;
+  i64 i = 0;
+  for (; i + L <= n; i += L) vstore(dst + i, vload(src + i));
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+template <typename T>
+static inline void zero_elements(T* dst, i64 n) {
+  constexpr int L = Vec<T>::lanes;
+  i64 i = 0;
+  for (; i + L <= n; i += L) vstore(dst + i, typename Vec<T>::type{});
+  for (; i < n; ++i) dst[i] = T(0);
+}
+
+// A zero-padded copy of `channels` channels x `rows` rows of a tensor. Padded column u (source column
+// u - left) sits at phase u % phases, position u / phases; each phase of a row has `pitch` elements.
+struct TileShape {
+  i64 channels, rows, phases, pitch;
+  i64 row_elements() const { return phases * pitch; }
+  i64 plane() const { return rows * phases * pitch; }
+  i64 size() const { return channels * plane(); }
+};
+
+// Copy rows row0 .. row0 + tile.rows of `src` (pointing at the first channel of the block; rows outside
+// [0, src_rows) and columns outside [0, src_cols) read as zeros) into `dst`.
+template <typename T>
+static void pack_tile(const T* src, const Strides& s, i64 src_rows, i64 src_cols, i64 row0, i64 left,
+                      const TileShape& t, T* dst) {
+  const i64 cols = t.row_elements(), plane = t.plane();
+  const i64 u0 = imax(left, 0), u1 = imin(left + src_cols, cols);  // the padded columns holding data
+  __builtin_memset(dst, 0, sizeof(T) * t.size());
+  for (i64 r = 0; r < t.rows; ++r) {
+    const i64 sr = row0 + r;
+    if (sr < 0 || sr >= src_rows || u1 <= u0) continue;
+    for (i64 ph = 0; ph < t.phases; ++ph) {
+      const i64 q0 = div_ceil(u0 - ph, t.phases), q1 = div_ceil(u1 - ph, t.phases);
+      T* out = dst + r * cols + ph * t.pitch;
+      const T* in = src + sr * s.h + (q0 * t.phases + ph - left) * s.w;
+      const i64 step = t.phases * s.w;
+      if (s.c == 1 && t.channels > 1) {  // channels contiguous (channels_last): read a position's channels
+        for (i64 q = q0; q < q1; ++q, in += step)
+          for (i64 c = 0; c < t.channels; ++c) out[c * plane + q] = in[c];
+      } else if (step == 1) {
+        for (i64 c = 0; c < t.channels; ++c) copy_elements(out + c * plane + q0, in + c * s.c, q1 - q0);
+      } else {
+        for (i64 c = 0; c < t.channels; ++c) {
+          const T* in_c = in + c * s.c;
+          T* out_c = out + c * plane;
+          for (i64 q = q0; q < q1; ++q, in_c += step) out_c[q] = *in_c;
+        }
+      }
+    }
+  }
+}
+
+// acc[c] = sum over taps of weights[tap][k0:] * tile[c * plane + offsets[tap] + k0:], one vector of columns
+// for each of CB channels; the sums are stored to out[c * sc] (out: null) or else to tmp[c * lanes].
+template <typename T, int CB>
+static inline void aggregate(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 taps,
+                             i64 k0, T* tmp, T* out, i64 sc) {
+  typedef typename Vec<T>::type vec;
+  vec acc[CB];
+#pragma GCC unroll 32
+  for (int c = 0; c < CB; ++c) acc[c] = vec{};
+  for (i64 t = 0; t < taps; ++t) {
+    const vec w = vload(weights[t] + k0);
+    const T* in = tile + offsets[t] + k0;
+#pragma GCC unroll 32
+    for (int c = 0; c < CB; ++c) acc[c] += w * vload(in + c * plane);
+  }
+  if (out) {
+#pragma GCC unroll 32
+    for (int c = 0; c < CB; ++c) vstore(out + c * sc, acc[c]);
+  } else {
+#pragma GCC unroll 32
+    for (int c = 0; c < CB; ++c) vstore(tmp + c * Vec<T>::lanes, acc[c]);
+  }
+}
+
+// Write `lanes` columns of `channels` rows of tmp to out (channel stride sc, column stride sw).
+template <typename T>
+static inline void write_columns(const T* tmp, i64 channels, i64 lanes, T* out, i64 sc, i64 sw) {
+  constexpr int L = Vec<T>::lanes;
+  if (sw == 1) {
+    for (i64 c = 0; c < channels; ++c) copy_elements(out + c * sc, tmp + c * L, lanes);
+  } else {
+    for (i64 l = 0; l < lanes; ++l)
+      for (i64 c = 0; c < channels; ++c) out[l * sw + c * sc] = tmp[c * L + l];
+  }
+}
+
+// aggregate() over all channels of a group, in blocks of kChannelBlock and then one by one; writes out.
+template <typename T>
+static inline void aggregate_group(const T* tile, i64 plane, i64 channels, const i64* offsets,
+                                   const T* const* weights, i64 taps, i64 k0, i64 lanes, T* tmp, T* out,
+                                   i64 sc, i64 sw) {
+  const bool direct = sw == 1 && lanes == Vec<T>::lanes;  // a whole vector of contiguous columns
+  i64 c = 0;
+  for (; c + kChannelBlock <= channels; c += kChannelBlock) {
+    aggregate<T, kChannelBlock>(tile + c * plane, plane, offsets, weights, taps, k0, tmp,
+                                direct ? out + c * sc : nullptr, sc);
+    if (!direct) write_columns(tmp, kChannelBlock, lanes, out + c * sc, sc, sw);
+  }
+  for (; c < channels; ++c) {
+    aggregate<T, 1>(tile + c * plane, plane, offsets, weights, taps, k0, tmp, direct ? out + c * sc : nullptr, sc);
+    if (!direct) write_columns(tmp, 1, lanes, out + c * sc, sc, sw);
+  }
+}
+
+// The tile of x that `rows` output rows read (forward and weight gradient): phases = stride along the
+// width, so output column k's tap j is at phase (j * d_w) % s_w, position k + (j * d_w) / s_w.
+template <typename T>
+static TileShape input_tile(const Problem& p, i64 rows) {
+  const i64 out_w = round_up(p.out_w, Vec<T>::lanes);
+  return TileShape{p.group_channels, (rows - 1) * p.s_h + (p.k_h - 1) * p.d_h + 1, p.s_w,
+                   out_w + (p.k_w - 1) * p.d_w / p.s_w + 1};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// forward: out[b, c, oh, ow] = sum_ij w[b, g, i, j, oh, ow] * x[b, c, oh*s_h - p_h + i*d_h, ow*s_w - p_w + j*d_w]
+
+template <typename T>
+static i64 forward_scratch(const Problem& p, i64 rows) {
+  constexpr int L = Vec<T>::lanes;
+  return input_tile<T>(p, rows).size() + p.k_h * p.k_w * L + kChannelBlock * L;
+}
+
+template <typename T>
+static void forward_task(const Call& call, const Task& task, T* scratch) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 taps_total = p.k_h * p.k_w, plane_w = p.out_h * p.out_w;
+  const TileShape xs = input_tile<T>(p, task.row1 - task.row0);
+  T* x_tile = scratch;
+  T* w_tile = x_tile + xs.size();
+  T* tmp = w_tile + taps_total * L;
+  const T* x = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
+  const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
+  T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
+  pack_tile(x, call.as, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
+  i64 offsets[taps_total], tail_offsets[taps_total];
+  const T* weights[taps_total];
+  const T* tail_weights[taps_total];
+  const i64 full = p.out_w / L * L, tail = p.out_w - full;  // columns in whole vectors, and the rest
+  // The last vector of a row reads its kernel values in place (the lanes past the row are never written
+  // out), except where that would read past the end of the weight tensor: there from a zero-padded copy.
+  const T* w_end = static_cast<const T*>(call.b) + p.batch * p.groups * taps_total * plane_w;
+  for (i64 oh = task.row0; oh < task.row1; ++oh) {
+    i64 taps = 0;
+    for (i64 i = 0; i < p.k_h; ++i) {
+      const i64 ih = oh * p.s_h - p.p_h + i * p.d_h;
+      if (ih < 0 || ih >= p.in_h) continue;  // the tap reads padding only
+      const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
+      for (i64 j = 0; j < p.k_w; ++j) {
+        const T* w_row = w + (i * p.k_w + j) * plane_w + oh * p.out_w;
+        offsets[taps] = row * xs.row_elements() + (j * p.d_w) % p.s_w * xs.pitch + (j * p.d_w) / p.s_w;
+        weights[taps] = w_row;
+        if (tail) {
+          tail_offsets[taps] = offsets[taps] + full;
+          tail_weights[taps] = w_row + full;
+          if (w_row + full + L > w_end) {
+            T* copy = w_tile + taps * L;
+            copy_elements(copy, w_row + full, tail);
+            zero_elements(copy + tail, L - tail);
+            tail_weights[taps] = copy;
+          }
+        }
+        ++taps;
+      }
+    }
+    T* out_row = out + oh * call.os.h;
+    for (i64 k0 = 0; k0 < full; k0 += L)
+      aggregate_group(x_tile, xs.plane(), p.group_channels, offsets, weights, taps, k0, L, tmp,
+                      out_row + k0 * call.os.w, call.os.c, call.os.w);
+    if (tail)
+      aggregate_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, taps, 0, tail, tmp,
+                      out_row + full * call.os.w, call.os.c, call.os.w);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// input gradient, gathered per input row: grad_x[b, c, ih, iw] = sum of w[b, g, i, j, oh, ow] *
+// grad_out[b, c, oh, ow] over the taps with oh*s_h - p_h + i*d_h = ih and ow*s_w - p_w + j*d_w = iw.
+// Input columns are taken one phase u % s_w at a time (u = iw + p_w): within a phase, only the taps with
+// j*d_w = u (mod s_w) reach it, and ow runs along with u / s_w, so the loads are contiguous again.
+
+template <typename T>
+static i64 grad_input_left(const Problem& p) { return div_ceil((p.k_w - 1) * p.d_w, p.s_w); }
+
+template <typename T>
+static TileShape grad_output_tile(const Problem& p, i64 rows) {  // rows: input rows of the task
+  const i64 out_rows = imin(p.out_h, (rows - 1 + (p.k_h - 1) * p.d_h) / p.s_h + 2);
+  return TileShape{p.group_channels, out_rows, 1,
+                   grad_input_left<T>(p) + div_ceil(p.in_w + p.p_w, p.s_w) + Vec<T>::lanes + 1};
+}
+
+template <typename T>
+static i64 grad_input_scratch(const Problem& p, i64 rows) {
+  const TileShape gs = grad_output_tile<T>(p, rows);
+  return gs.size() + p.k_h * p.k_w * gs.rows * gs.pitch + kChannelBlock * Vec<T>::lanes;
+}
+
+template <typename T>
+static void grad_input_task(const Call& call, const Task& task, T* scratch) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 taps_total = p.k_h * p.k_w, plane_w = p.out_h * p.out_w, left = grad_input_left<T>(p);
+  const i64 oh_lo = imax(0, div_ceil(task.row0 + p.p_h - (p.k_h - 1) * p.d_h, p.s_h));
+  const i64 oh_hi = imin(p.out_h - 1, div_floor(task.row1 - 1 + p.p_h, p.s_h));
+  TileShape gs = grad_output_tile<T>(p, task.row1 - task.row0);
+  gs.rows = imax(0, oh_hi - oh_lo + 1);
+  T* g_tile = scratch;
+  T* w_tile = g_tile + gs.size();
+  T* tmp = w_tile + taps_total * gs.plane();
+  const T* grad = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
+  const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
+  T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
+  pack_tile(grad, call.as, p.out_h, p.out_w, oh_lo, left, gs, g_tile);
+  // kernel values [tap][oh - oh_lo][left + ow], zero outside the output columns
+  __builtin_memset(w_tile, 0, sizeof(T) * taps_total * gs.plane());
+  for (i64 t = 0; t < taps_total; ++t)
+    for (i64 r = 0; r < gs.rows; ++r)
+      copy_elements(w_tile + (t * gs.rows + r) * gs.pitch + left, w + t * plane_w + (oh_lo + r) * p.out_w, p.out_w);
+  i64 offsets[taps_total], out_rows[p.k_h];
+  const T* weights[taps_total];
+  for (i64 ih = task.row0; ih < task.row1; ++ih) {
+    // the output row each kernel row i reads this input row from (-1: none)
+    for (i64 i = 0; i < p.k_h; ++i) {
+      const i64 num = ih + p.p_h - i * p.d_h;
+      const i64 oh = num % p.s_h == 0 ? num / p.s_h : -1;
+      out_rows[i] = oh >= 0 && oh < p.out_h ? oh : -1;
+    }
+    for (i64 phase = 0; phase < p.s_w; ++phase) {
+      i64 taps = 0;
+      for (i64 i = 0; i < p.k_h; ++i) {
+        if (out_rows[i] < 0) continue;
+        for (i64 j = 0; j < p.k_w; ++j) {
+          if (((phase - j * p.d_w) % p.s_w + p.s_w) % p.s_w) continue;
+          const i64 shift = (phase - j * p.d_w) / p.s_w + left;  // exact division
+          offsets[taps] = (out_rows[i] - oh_lo) * gs.pitch + shift;
+          weights[taps++] = w_tile + ((i * p.k_w + j) * gs.rows + out_rows[i] - oh_lo) * gs.pitch + shift;
+        }
+      }
+      // columns u = phase + s_w * k with p_w <= u < p_w + in_w
+      const i64 k_lo = div_ceil(p.p_w - phase, p.s_w), k_hi = div_ceil(p.p_w + p.in_w - phase, p.s_w);
+      for (i64 k0 = k_lo; k0 < k_hi; k0 += L)
+        aggregate_group(g_tile, gs.plane(), p.group_channels, offsets, weights, taps, k0,
+                        imin(L, k_hi - k0), tmp,
+                        out + ih * call.os.h + (phase + p.s_w * k0 - p.p_w) * call.os.w, call.os.c,
+                        p.s_w * call.os.w);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernel gradient: grad_w[b, g, i, j, oh, ow] = sum over the group's channels c of grad_out[b, c, oh, ow] *
+// x[b, c, oh*s_h - p_h + i*d_h, ow*s_w - p_w + j*d_w]: a block of channels' grad_out vectors stays in
+// registers while TB taps accumulate at once.
+
+template <typename T, int CB, int TB>
+static inline void correlate(const T* x_tile, i64 plane, const T* g, i64 g_plane, const i64* offsets,
+                             const i64* slots, i64 k0, T* sums) {
+  typedef typename Vec<T>::type vec;
+  constexpr int L = Vec<T>::lanes;
+  vec grads[CB];
+#pragma GCC unroll 32
+  for (int c = 0; c < CB; ++c) grads[c] = vload(g + c * g_plane + k0);
+  vec acc[TB];
+#pragma GCC unroll 16
+  for (int t = 0; t < TB; ++t) acc[t] = vec{};
+#pragma GCC unroll 32
+  for (int c = 0; c < CB; ++c) {
+#pragma GCC unroll 16
+    for (int t = 0; t < TB; ++t) acc[t] += grads[c] * vload(x_tile + c * plane + offsets[t] + k0);
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < TB; ++t) vstore(sums + slots[t] * L, vload(sums + slots[t] * L) + acc[t]);
+}
+
+template <typename T, int CB>
+static inline void correlate_taps(const T* x_tile, i64 plane, const T* g, i64 g_plane, const i64* offsets,
+                                  const i64* slots, i64 taps, i64 k0, T* sums) {
+  i64 t = 0;
+  for (; t + kTapBlock <= taps; t += kTapBlock)
+    correlate<T, CB, kTapBlock>(x_tile, plane, g, g_plane, offsets + t, slots + t, k0, sums);
+  for (; t < taps; ++t) correlate<T, CB, 1>(x_tile, plane, g, g_plane, offsets + t, slots + t, k0, sums);
+}
+
+template <typename T>
+static TileShape grad_tile(const Problem& p, i64 rows) {
+  return TileShape{p.group_channels, rows, 1, round_up(p.out_w, Vec<T>::lanes)};
+}
+
+template <typename T>
+static i64 grad_weight_scratch(const Problem& p, i64 rows) {
+  return input_tile<T>(p, rows).size() + grad_tile<T>(p, rows).size() + p.k_h * p.k_w * Vec<T>::lanes;
+}
+
+template <typename T>
+static void grad_weight_task(const Call& call, const Task& task, T* scratch) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 taps_total = p.k_h * p.k_w, plane_w = p.out_h * p.out_w;
+  const TileShape xs = input_tile<T>(p, task.row1 - task.row0), gs = grad_tile<T>(p, task.row1 - task.row0);
+  T* x_tile = scratch;
+  T* g_tile = x_tile + xs.size();
+  T* sums = g_tile + gs.size();
+  const T* grad = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
+  const T* x = static_cast<const T*>(call.b) + task.batch * call.bs.b + task.group * p.group_channels * call.bs.c;
+  T* out = static_cast<T*>(call.out) + (task.batch * p.groups + task.group) * taps_total * plane_w;
+  pack_tile(x, call.bs, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
+  pack_tile(grad, call.as, p.out_h, p.out_w, task.row0, 0, gs, g_tile);
+  i64 offsets[taps_total], slots[taps_total];
+  for (i64 oh = task.row0; oh < task.row1; ++oh) {
+    i64 taps = 0;
+    for (i64 i = 0; i < p.k_h; ++i) {
+      const i64 ih = oh * p.s_h - p.p_h + i * p.d_h;
+      if (ih < 0 || ih >= p.in_h) continue;  // reads padding only: its gradient is zero
+      const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
+      for (i64 j = 0; j < p.k_w; ++j) {
+        offsets[taps] = row * xs.row_elements() + (j * p.d_w) % p.s_w * xs.pitch + (j * p.d_w) / p.s_w;
+        slots[taps++] = i * p.k_w + j;
+      }
+    }
+    const T* g_row = g_tile + (oh - task.row0) * gs.pitch;
+    for (i64 k0 = 0; k0 < p.out_w; k0 += L) {
+      zero_elements(sums, taps_total * L);
+      i64 c = 0;
+      for (; c + kChannelBlock <= p.group_channels; c += kChannelBlock)
+        correlate_taps<T, kChannelBlock>(x_tile + c * xs.plane(), xs.plane(), g_row + c * gs.plane(),
+                                         gs.plane(), offsets, slots, taps, k0, sums);
+      for (; c < p.group_channels; ++c)
+        correlate_taps<T, 1>(x_tile + c * xs.plane(), xs.plane(), g_row + c * gs.plane(), gs.plane(), offsets,
+                             slots, taps, k0, sums);
+      const i64 lanes = imin(L, p.out_w - k0);
+      for (i64 t = 0; t < taps_total; ++t) copy_elements(out + t * plane_w + oh * p.out_w + k0, sums + t * L, lanes);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+static i64 scratch_elements(int kernel, const Problem& p, i64 rows) {
+  // the larger of the float and double needs (vectors hold half as many doubles)
+  switch (kernel) {
+    case kForward: return imax(forward_scratch<float>(p, rows), forward_scratch<double>(p, rows));
+    case kGradInput: return imax(grad_input_scratch<float>(p, rows), grad_input_scratch<double>(p, rows));
+    default: return imax(grad_weight_scratch<float>(p, rows), grad_weight_scratch<double>(p, rows));
+  }
+}
+
+template <typename T>
+static void run(int kernel, const Call& call, const Task& task, T* scratch) {
+  switch (kernel) {
+    case kForward: forward_task<T>(call, task, scratch); break;
+    case kGradInput: grad_input_task<T>(call, task, scratch); break;
+    default: grad_weight_task<T>(call, task, scratch); break;
+  }
+}
+
+static void run_float(int kernel, const Call& call, const Task& task, float* scratch) {
+  run<float>(kernel, call, task, scratch);
+}
+
+static void run_double(int kernel, const Call& call, const Task& task, double* scratch) {
+  run<double>(kernel, call, task, scratch);
+}
+
+extern const KernelSet kernels = {INVOLUTION_ISA_NAME, scratch_elements, run_float, run_double};
+
+}  // namespace INVOLUTION_ISA
+}  // namespace involution_cpu
