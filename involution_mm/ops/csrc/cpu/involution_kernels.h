@@ -163,6 +163,12 @@ static TileShape input_tile(const Problem& p, i64 rows) {
                    out_w + (p.k_w - 1) * p.d_w / p.s_w + 1};
 }
 
+// Where kernel column j's reads start within a tile row of input_tile(): phase (j * d_w) % s_w, position
+// (j * d_w) / s_w; worked out once per task (a division per tap and row costs as much as its loads).
+static inline void column_offsets(const Problem& p, const TileShape& xs, i64* offsets) {
+  for (i64 j = 0; j < p.k_w; ++j) offsets[j] = (j * p.d_w) % p.s_w * xs.pitch + (j * p.d_w) / p.s_w;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // forward: out[b, c, oh, ow] = sum_ij w[b, g, i, j, oh, ow] * x[b, c, oh*s_h - p_h + i*d_h, ow*s_w - p_w + j*d_w]
 
@@ -185,7 +191,8 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
   const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
   T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
   pack_tile(x, call.as, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
-  i64 offsets[taps_total], tail_offsets[taps_total];
+  i64 offsets[taps_total], tail_offsets[taps_total], columns[p.k_w];
+  column_offsets(p, xs, columns);
   const T* weights[taps_total];
   const T* tail_weights[taps_total];
   const i64 full = p.out_w / L * L, tail = p.out_w - full;  // columns in whole vectors, and the rest
@@ -200,7 +207,7 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
       const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
       for (i64 j = 0; j < p.k_w; ++j) {
         const T* w_row = w + (i * p.k_w + j) * plane_w + oh * p.out_w;
-        offsets[taps] = row * xs.row_elements() + (j * p.d_w) % p.s_w * xs.pitch + (j * p.d_w) / p.s_w;
+        offsets[taps] = row * xs.row_elements() + columns[j];
         weights[taps] = w_row;
         if (tail) {
           tail_offsets[taps] = offsets[taps] + full;
@@ -268,13 +275,20 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
   for (i64 t = 0; t < taps_total; ++t)
     for (i64 r = 0; r < gs.rows; ++r)
       copy_elements(w_tile + (t * gs.rows + r) * gs.pitch + left, w + t * plane_w + (oh_lo + r) * p.out_w, p.out_w);
-  i64 offsets[taps_total], out_rows[p.k_h];
+  i64 offsets[taps_total], out_rows[p.k_h], shifts[p.s_w * p.k_w];
+  // shifts[phase][j]: where kernel column j's values for the phase's columns start (-1: it does not reach
+  // that phase)
+  for (i64 phase = 0; phase < p.s_w; ++phase)
+    for (i64 j = 0; j < p.k_w; ++j) {
+      const i64 reach = phase - j * p.d_w;  // exact multiple of s_w, or the column misses the phase
+      shifts[phase * p.k_w + j] = (reach % p.s_w + p.s_w) % p.s_w ? -1 : reach / p.s_w + left;
+    }
   const T* weights[taps_total];
   for (i64 ih = task.row0; ih < task.row1; ++ih) {
     // the output row each kernel row i reads this input row from (-1: none)
     for (i64 i = 0; i < p.k_h; ++i) {
       const i64 num = ih + p.p_h - i * p.d_h;
-      const i64 oh = num % p.s_h == 0 ? num / p.s_h : -1;
+      const i64 oh = p.s_h == 1 ? num : num % p.s_h == 0 ? num / p.s_h : -1;
       out_rows[i] = oh >= 0 && oh < p.out_h ? oh : -1;
     }
     for (i64 phase = 0; phase < p.s_w; ++phase) {
@@ -282,8 +296,8 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
       for (i64 i = 0; i < p.k_h; ++i) {
         if (out_rows[i] < 0) continue;
         for (i64 j = 0; j < p.k_w; ++j) {
-          if (((phase - j * p.d_w) % p.s_w + p.s_w) % p.s_w) continue;
-          const i64 shift = (phase - j * p.d_w) / p.s_w + left;  // exact division
+          const i64 shift = shifts[phase * p.k_w + j];
+          if (shift < 0) continue;
           offsets[taps] = (out_rows[i] - oh_lo) * gs.pitch + shift;
           weights[taps++] = w_tile + ((i * p.k_w + j) * gs.rows + out_rows[i] - oh_lo) * gs.pitch + shift;
         }
@@ -357,7 +371,8 @@ static void grad_weight_task(const Call& call, const Task& task, T* scratch) {
   T* out = static_cast<T*>(call.out) + (task.batch * p.groups + task.group) * taps_total * plane_w;
   pack_tile(x, call.bs, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
   pack_tile(grad, call.as, p.out_h, p.out_w, task.row0, 0, gs, g_tile);
-  i64 offsets[taps_total], slots[taps_total];
+  i64 offsets[taps_total], slots[taps_total], columns[p.k_w];
+  column_offsets(p, xs, columns);
   for (i64 oh = task.row0; oh < task.row1; ++oh) {
     i64 taps = 0;
     for (i64 i = 0; i < p.k_h; ++i) {
@@ -365,7 +380,7 @@ static void grad_weight_task(const Call& call, const Task& task, T* scratch) {
       if (ih < 0 || ih >= p.in_h) continue;  // reads padding only: its gradient is zero
       const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
       for (i64 j = 0; j < p.k_w; ++j) {
-        offsets[taps] = row * xs.row_elements() + (j * p.d_w) % p.s_w * xs.pitch + (j * p.d_w) / p.s_w;
+        offsets[taps] = row * xs.row_elements() + columns[j];
         slots[taps++] = i * p.k_w + j;
       }
     }
