@@ -59,6 +59,46 @@ static inline void zero_elements(T* dst, i64 n) {
   for (; i < n; ++i) dst[i] = T(0);
 }
 
+// An L x L transpose through registers (8 floats: three rounds of shuffles), between the channels_last
+// layout (a position's channels contiguous) and the tiles' (a channel's columns contiguous): the L vectors
+// at src + k * src_stride become the L vectors at dst + k * dst_stride. `available` is false for the other
+// vector shapes, which copy element by element.
+template <typename T, int L>
+struct Transpose {
+  static constexpr bool available = false;
+  static inline void run(const T*, i64, T*, i64) {}
+};
+
+#if INVOLUTION_VECTOR_BYTES == 32
+template <>
+struct Transpose<float, 8> {
+  static constexpr bool available = true;
+  typedef Vec<float>::type vec;
+  static inline void run(const float* src, i64 src_stride, float* dst, i64 dst_stride) {
+    vec r[8], t[8], u[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) r[k] = vload(src + k * src_stride);
+#pragma GCC unroll 4
+    for (int k = 0; k < 8; k += 2) {
+      t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+      t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < 8; k += 4) {
+      u[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[k + 1] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+      u[k + 2] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      vstore(dst + k * dst_stride, __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+      vstore(dst + (k + 4) * dst_stride, __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+    }
+  }
+};
+#endif
+
 // A zero-padded copy of `channels` channels x `rows` rows of a tensor. Padded column u (source column
 // u - left) sits at phase u % phases, position u / phases; each phase of a row has `pitch` elements.
 struct TileShape {
@@ -85,8 +125,21 @@ static void pack_tile(const T* src, const Strides& s, i64 src_rows, i64 src_cols
       const T* in = src + sr * s.h + (q0 * t.phases + ph - left) * s.w;
       const i64 step = t.phases * s.w;
       if (s.c == 1 && t.channels > 1) {  // channels contiguous (channels_last): read a position's channels
-        for (i64 q = q0; q < q1; ++q, in += step)
-          for (i64 c = 0; c < t.channels; ++c) out[c * plane + q] = in[c];
+        constexpr int L = Vec<T>::lanes;
+        i64 c = 0;
+        if (Transpose<T, L>::available) {
+          for (; c + L <= t.channels; c += L) {
+            i64 q = q0;
+            for (; q + L <= q1; q += L) Transpose<T, L>::run(in + (q - q0) * step + c, step, out + c * plane + q, plane);
+            for (; q < q1; ++q)
+              for (i64 k = c; k < c + L; ++k) out[k * plane + q] = in[(q - q0) * step + k];
+          }
+        }
+        if (c < t.channels) {
+          const T* in_q = in;
+          for (i64 q = q0; q < q1; ++q, in_q += step)
+            for (i64 k = c; k < t.channels; ++k) out[k * plane + q] = in_q[k];
+        }
       } else if (step == 1) {
         for (i64 c = 0; c < t.channels; ++c) copy_elements(out + c * plane + q0, in + c * s.c, q1 - q0);
       } else {
@@ -131,8 +184,11 @@ static inline void write_columns(const T* tmp, i64 channels, i64 lanes, T* out, 
   if (sw == 1) {
     for (i64 c = 0; c < channels; ++c) copy_elements(out + c * sc, tmp + c * L, lanes);
   } else {
+    i64 c = 0;
+    if (Transpose<T, L>::available && sc == 1 && lanes == L)  // channels_last: whole blocks of channels
+      for (; c + L <= channels; c += L) Transpose<T, L>::run(tmp + c * L, L, out + c, sw);
     for (i64 l = 0; l < lanes; ++l)
-      for (i64 c = 0; c < channels; ++c) out[l * sw + c * sc] = tmp[c * L + l];
+      for (i64 k = c; k < channels; ++k) out[l * sw + k * sc] = tmp[k * L + l];
   }
 }
 
