@@ -9,7 +9,7 @@ import importlib.util
 import os.path as osp
 import sys
 
-from .user_errors import UserError, one_line
+from .user_errors import MissingDependencyError, UserError, one_line, run_tool
 
 # default_scope of a config -> the Python package of that framework
 FRAMEWORK_PACKAGES = {'mmpretrain': 'mmpretrain', 'mmdet': 'mmdet', 'mmseg': 'mmseg'}
@@ -54,9 +54,19 @@ def load_model_config(config: str, cfg_options: dict = None):
 
 
 def config_framework(config: str) -> str:
-    """The framework package a config runs in, read from its ``default_scope``."""
+    """The framework package a config runs in, read from its ``default_scope``.
+
+    Raises:
+        ConfigError: the config is missing, does not parse, or names no framework's scope.
+    """
     from mmengine.config import Config
-    return FRAMEWORK_PACKAGES[_checked_scope(Config.fromfile(config, import_custom_modules=False), config)]
+    if not osp.isfile(config):
+        raise ConfigError(f'config {config} does not exist; give the path of a config file')
+    try:
+        cfg = Config.fromfile(config, import_custom_modules=False)
+    except Exception as err:  # a config that does not parse, or whose base configs are missing
+        raise ConfigError(f'cannot read config {config}: {one_line(err)}') from None
+    return FRAMEWORK_PACKAGES[_checked_scope(cfg, config)]
 
 
 def build_model_from_config(config: str, cfg_options: dict = None):
@@ -87,31 +97,38 @@ def build_model_from_config(config: str, cfg_options: dict = None):
     return revert_sync_batchnorm(model).eval(), scope
 
 
-def upstream_tool(config: str, tool: str) -> str:
-    """Path of ``tools/<tool>.py`` of the framework that ``config`` belongs to."""
-    package = config_framework(config)
+def tool_script(package: str, tool: str) -> str:
+    """Path of the installed framework ``package``'s own ``tools/<tool>.py`` (``tool``: train or test).
+
+    Raises:
+        MissingDependencyError: the framework is not installed, or was installed without its tools.
+    """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f'{config} needs {package}, which is not installed; see README.md')
+        raise MissingDependencyError(f'{package} is not installed; see docs/get_started.md')
     root = spec.submodule_search_locations[0]
     for candidate in (osp.join(root, '.mim', 'tools', f'{tool}.py'), osp.join(root, 'tools', f'{tool}.py')):
         if osp.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f'{package} at {root} ships no tools/{tool}.py; reinstall it from PyPI')
+    raise MissingDependencyError(f'{package} at {root} ships no tools/{tool}.py; reinstall it from PyPI')
 
 
-def main(argv=None) -> int:
+def upstream_tool(config: str, tool: str) -> str:
+    """Path of ``tools/<tool>.py`` of the framework that ``config`` belongs to.
+
+    Raises:
+        ConfigError: see :func:`config_framework`. MissingDependencyError: see :func:`tool_script`.
+    """
+    return tool_script(config_framework(config), tool)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('tool', choices=['train', 'test'])
     parser.add_argument('config')
     args = parser.parse_args(argv)
-    try:
-        print(upstream_tool(args.config, args.tool))
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return 0
+    print(upstream_tool(args.config, args.tool))
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -1,7 +1,7 @@
 # Semantic FPN with a RedNet-50 backbone and mmseg's conv FPN neck on Cityscapes (18.5M parameters).
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/cityscapes.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+    '../_base_/default_runtime_mmseg.py', 'mmseg::_base_/schedules/schedule_80k.py'
 ]
 
 custom_imports = dict(imports=['involution_mm'], allow_failed_imports=False)

@@ -1,7 +1,7 @@
 # UPerNet with a RedNet-50 backbone on Cityscapes (56.4M parameters, the auxiliary FCN head included).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/cityscapes.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+    '../_base_/default_runtime_mmseg.py', 'mmseg::_base_/schedules/schedule_80k.py'
 ]
 
 custom_imports = dict(imports=['involution_mm'], allow_failed_imports=False)

@@ -1,7 +1,7 @@
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs32.py',
     '../_base_/schedules/imagenet_bs2048_warmup_coslr_130e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 custom_imports = dict(imports=['involution_mm'], allow_failed_imports=False)

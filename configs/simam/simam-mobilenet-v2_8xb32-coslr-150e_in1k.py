@@ -3,7 +3,7 @@
 _base_ = [
     'mmpretrain::_base_/models/mobilenet_v2_1x.py',
     'mmpretrain::_base_/datasets/imagenet_bs32_pil_resize.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 custom_imports = dict(imports=['involution_mm'], allow_failed_imports=False)

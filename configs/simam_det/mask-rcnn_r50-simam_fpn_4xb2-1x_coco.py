@@ -25,3 +25,9 @@ param_scheduler = [
 ]
 train_dataloader = dict(batch_size=2)
 auto_scale_lr = dict(base_batch_size=8)
+
+# Multi-process runs, as configs/_base_/default_runtime_mmdet.py adds to mmdet's runtime (this config
+# inherits a whole mmdet config, so it sets them itself): the same BN statistics in every process whenever
+# a checkpoint is saved or validation runs, and a 30-minute timeout for collective operations.
+custom_hooks = [dict(type='SyncBuffersEveryIterHook')]
+env_cfg = dict(dist_cfg=dict(timeout=1800))
