@@ -24,6 +24,7 @@ def _set_up_openmmlab() -> None:
     from .checkpoint import allow_checkpoint_globals, install_safe_local_loader
     allow_checkpoint_globals()
     install_safe_local_loader()
+    from . import engine  # noqa: F401  (registers the buffer-sync hook and the CPU model wrapper)
     for framework, adapter in _ADAPTERS.items():
         if _has(framework):  # only a framework that is not installed is skipped
             importlib.import_module(f'{__name__}.{adapter}')
