@@ -103,6 +103,14 @@ def emulated_launch(host_kernels, launched):
     return run
 
 
+@pytest.fixture(autouse=True)
+def fresh_cupy_checks(monkeypatch):
+    """The CuPy backend's self-check verdicts, variants and warnings forgotten for each test."""
+    for name in ('verdicts', 'variants', 'seconds'):
+        monkeypatch.setattr(cupy_backend.CUPY, name, {})
+    monkeypatch.setattr(cupy_backend.CUPY, 'warned', set())
+
+
 @pytest.fixture(params=[0, 10**9], ids=['table-tiling', 'smallest-tiling'])
 def emulated_gpu(request, monkeypatch, host_kernels):
     """Make the CuPy backend run on CPU tensors, its launches on the host build of the kernels; ``params`` is
@@ -112,6 +120,8 @@ def emulated_gpu(request, monkeypatch, host_kernels):
     cupy = backends._BACKENDS['cupy']
     launched = []
     monkeypatch.setitem(backends._BACKENDS, 'cupy', cupy._replace(is_usable=lambda x: (True, 'emulated')))
+    # 'auto' would take the compiled CPU kernels for these CPU tensors first
+    monkeypatch.setattr(backends, '_AUTO_ORDER', [name for name in backends._AUTO_ORDER if name != 'cpu'])
     monkeypatch.setattr(backends, '_RESOLVED', {})
     monkeypatch.setattr(cupy_backend, '_PLANS', {})
     monkeypatch.setattr(cupy_backend, 'compiled_kernels',
@@ -222,6 +232,7 @@ def test_any_memory_layout(emulated_gpu):
 def test_columns_beyond_32_bit_offsets_are_copied(emulated_gpu, monkeypatch):
     """The kernels index along a row with 32-bit offsets; an input whose column stride would overflow them
     reaches the kernels as a contiguous copy, and the others in place."""
+    monkeypatch.setenv('INVOLUTION_MM_SELF_CHECK', '0')  # the launches below only record (no numbers to check)
     x, weight = make_inputs(1, 4, (5, 6), 1, 3, 1, 1, 1)
     geo = check_inputs(x, weight, 1, 1, 1)
     assert cupy_backend._column_offsets_fit(x, geo)
@@ -380,7 +391,10 @@ def test_cupy_that_cannot_compile_is_not_used(fake_cupy, monkeypatch):
                              'libnvrtc.so.12); pip install cupy-cuda12x')
     assert backends.select_backend(cuda_tensor) == 'pytorch'
     fake_cupy()
-    assert cupy_usable(cuda_tensor) == (True, 'CuPy 14.0.0 compiles kernels for cuda:0')
+    monkeypatch.setattr(cupy_backend.CUPY, 'verdicts', {})
+    monkeypatch.setenv('INVOLUTION_MM_SELF_CHECK', '0')  # nothing to run its kernels on here
+    assert cupy_usable(cuda_tensor) == (True, 'CuPy 14.0.0 compiles kernels for cuda:0; not checked '
+                                              '(INVOLUTION_MM_SELF_CHECK=0)')
 
 
 def test_auto_choice_is_logged_once_per_device_type(monkeypatch):
@@ -398,6 +412,92 @@ def test_auto_choice_is_logged_once_per_device_type(monkeypatch):
     assert message.startswith("involution: cuda tensors use the 'pytorch' backend: 'cupy' cannot run (CuPy is "
                               'not importable')
     assert level == backends.logging.WARNING
+
+
+# The self-check of the CuPy backend, on its kernels emulated by the host build
+
+
+@pytest.fixture
+def checked_on_cpu(emulated_gpu, monkeypatch):
+    """The emulated backend with its self-check in place: CPU tensors count as a device where CuPy compiles,
+    and the dispatcher asks ``cupy_usable`` (the self-check's verdict) again."""
+    monkeypatch.setattr(cupy_backend.CUPY, 'prerequisite', lambda device, dtype: (True, 'CuPy emulated'))
+    cupy = backends._BACKENDS['cupy']
+    monkeypatch.setitem(backends._BACKENDS, 'cupy', cupy._replace(is_usable=cupy_usable))
+    return emulated_gpu
+
+
+def wrong_kernel(monkeypatch, name, when=lambda a: True):
+    """Make kernel ``name`` add 1 to its result where ``when(first input)``."""
+    launch = cupy_backend._launch
+
+    def run(kernel, a, b, result, *args):
+        launch(kernel, a, b, result, *args)
+        if kernel == name and when(a):
+            result.add_(1)
+
+    monkeypatch.setattr(cupy_backend, '_launch', run)
+
+
+@pytest.mark.parametrize('emulated_gpu', [0], indirect=True)
+def test_cupy_self_check_passes_on_the_real_kernels(checked_on_cpu):
+    usable, reason = cupy_usable(torch.zeros(1))
+    assert usable and reason.startswith('CuPy emulated; self-check passed'), reason
+    assert {spec.channels_last for _, spec in checked_on_cpu} == {True, False}  # both kernel families ran
+
+
+@pytest.mark.parametrize('emulated_gpu', [0], indirect=True)
+@pytest.mark.parametrize('name', KERNEL_NAMES)
+def test_cupy_self_check_fails_on_wrong_numbers(name, checked_on_cpu, monkeypatch):
+    """A kernel that gives wrong numbers: 'cupy' raises a one-line error that says what to pass, 'auto' takes
+    the PyTorch backend."""
+    wrong_kernel(monkeypatch, name)
+    x, weight = make_inputs(1, 8, (5, 6), 2, 3, 1, 1, 1, dtype=torch.float32)
+    with pytest.raises(RuntimeError) as info:
+        involution(x, weight, 1, 1, backend='cupy')
+    message = str(info.value)
+    assert '\n' not in message and message.startswith("involution backend 'cupy' cannot run on this input: its "
+                                                      'self-check failed on cpu (float32): ')
+    assert 'normalized max error' in message and message.endswith("use backend='pytorch' (or 'auto')")
+    assert backends.select_backend(x) == 'pytorch'
+
+
+@pytest.mark.parametrize('emulated_gpu', [0], indirect=True)
+def test_cupy_variant_is_checked_on_its_first_call(emulated_gpu, monkeypatch):
+    """A compiled variant that gives wrong numbers (here the channel-vector forward) although the self-check
+    passed: its first call is checked on its first sample, and it runs the PyTorch backend from then on."""
+    wrong_kernel(monkeypatch, 'involution_forward', when=lambda a: a.stride(1) == 1)
+    x, weight = make_inputs(2, 32, (9, 10), 2, 7, 1, 3, 1, dtype=torch.float32)
+    want = involution(x, weight, 1, 3, backend='pytorch')
+    x_cl, w_cl = as_layout(x, 'channels_last'), as_layout(weight, 'channels_last')
+    with pytest.warns(UserWarning, match=r"involution \(CuPy kernels\) failed the check of a new variant's first call "
+                      r"on cpu \(float32\): involution_forward: normalized max error .*; that variant runs "
+                      r"the 'pytorch' backend from now on"):
+        torch.testing.assert_close(involution(x_cl, w_cl, 1, 3), want)
+    launches = len(emulated_gpu)
+    torch.testing.assert_close(involution(x_cl, w_cl, 1, 3), want)
+    assert len(emulated_gpu) == launches  # not launched again
+    torch.testing.assert_close(involution(x, weight, 1, 3), want)  # the row kernels still run
+    assert len(emulated_gpu) == launches + 1
+
+
+@pytest.mark.parametrize('emulated_gpu', [0], indirect=True)
+def test_cupy_during_a_capture(checked_on_cpu, monkeypatch):
+    """During a CUDA-graph capture nothing is checked or compiled: 'auto' takes the PyTorch backend for that
+    call only (the choice is not kept), 'cupy' says to run one step first."""
+    from involution_mm.ops import self_check
+    monkeypatch.setattr(self_check, 'capturing', lambda device: True)
+    monkeypatch.setattr(backends, 'capturing', lambda device: True)
+    monkeypatch.setattr(backends, '_RESOLVED', {})
+    x, weight = make_inputs(1, 8, (5, 6), 2, 3, 1, 1, 1, dtype=torch.float32)
+    assert backends.select_backend(x) == 'pytorch' and backends._RESOLVED == {}
+    with pytest.raises(RuntimeError, match="cannot while a CUDA graph is being captured: run one step before "
+                       "capturing, or use backend='pytorch'"):
+        involution(x, weight, 1, 1, backend='cupy')
+    assert checked_on_cpu == []
+    monkeypatch.setattr(self_check, 'capturing', lambda device: False)
+    monkeypatch.setattr(backends, 'capturing', lambda device: False)
+    assert backends.select_backend(x) == 'cupy'
 
 
 def load_tool(name):

@@ -221,6 +221,7 @@ def test_forcing_triton_where_it_cannot_run_says_why(monkeypatch):
     assert 'fewer than 2**31 values per sample' in simam_module._unsupported(huge)
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     monkeypatch.setattr(simam_module._TRITON, 'statuses', {})
+    monkeypatch.setattr(simam_module.SIMAM, 'verdicts', {})
     with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
         simam(x, 0.1, backend='triton')
 
@@ -265,14 +266,16 @@ def test_layer_backend_and_state():
 
 @needs_cuda
 def test_auto_takes_the_fused_kernels_on_cuda(monkeypatch):
-    assert simam_module.triton_status(DEVICE) == (True, 'Triton works on this device')
+    assert simam_module.triton_status(DEVICE) == (True, 'Triton can start on this device')
+    assert simam_module.SIMAM.verdict(DEVICE, torch.float32, 'float32').runs
 
     def fail(*args):
         raise AssertionError('the formula ran')
 
+    x = torch.randn(2, 8, 6, 6, device=DEVICE, requires_grad=True)
+    simam(x, 0.1).sum().backward()  # the first call of each variant is checked against the formula
     monkeypatch.setattr(simam_module, 'simam_formula', fail)
     monkeypatch.setattr(simam_module, 'simam_formula_backward', fail)
-    x = torch.randn(2, 8, 6, 6, device=DEVICE, requires_grad=True)
     simam(x, 0.1).sum().backward()
 
 

@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from ..ops import involution
 from ..ops.backends import check_backend_name
 from ..ops.fused_involution import fused_involution, fused_kernels_run
+from ..ops.self_check import auto_device
 
 
 class Involution(BaseModule):
@@ -120,7 +121,7 @@ class Involution(BaseModule):
             return None
         if self.fused is True:
             return 'triton'
-        if x.device.type != 'cuda':
+        if not auto_device(x.device):  # CUDA (where the fused kernels passed their self-check: fused_kernels_run)
             return None
         # Compiled code leaves the choice to the op (it falls back to PyTorch operations where Triton cannot
         # run); eager code takes the unfused layer then, whose op has the CuPy kernels.

@@ -13,6 +13,7 @@ import torch
 from .cupy_backend import cupy_forward, cupy_grad_input, cupy_grad_weight, cupy_usable
 from .geometry import Geometry
 from .pytorch_backend import involution_forward, involution_grad_input, involution_grad_weight
+from .self_check import capturing
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, Geometry], torch.Tensor]
 UsableCheck = Callable[[torch.Tensor], Tuple[bool, str]]
@@ -76,7 +77,9 @@ def select_backend(x: torch.Tensor, backend: str = 'auto') -> str:
     key = (backend, x.device.type, x.device.index, x.dtype)
     name = _RESOLVED.get(key)
     if name is None:
-        name = _RESOLVED[key] = _resolve(x, backend)
+        name = _resolve(x, backend)
+        if not capturing(x.device):  # a choice made during a CUDA-graph capture is not kept (self_check.py)
+            _RESOLVED[key] = name
     return name
 
 

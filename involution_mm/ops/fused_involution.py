@@ -14,13 +14,13 @@ breaks, and meta tensors work.
 
 Backends: ``'triton'`` runs ``ops/triton/involution_fused.py`` (CUDA; CPU tensors too under
 ``TRITON_INTERPRET=1``, for tests), ``'reference'`` the same maths in PyTorch operations
-(``fused_reference.py``), ``'auto'`` Triton on CUDA devices where it works (checked once per device, kept in
-``_TRITON.statuses``), else the reference. Second-order gradients (``create_graph=True``) go through the unfused
-layer (span conv + ``involution``), whose ops are differentiable again.
+(``fused_reference.py``), ``'auto'`` Triton on CUDA devices where its self-check passed (``FUSED``, a
+``self_check.CheckedPath``: once per device, dtype and precision mode, and on the first call of each compiled
+variant), else the reference. Second-order gradients (``create_graph=True``) go through the unfused layer
+(span conv + ``involution``), whose ops are differentiable again.
 """
 import contextlib
-import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from .fused_reference import reference_forward, reference_grad_input, reference_grad_kernels
 from .geometry import output_memory_format, output_size
 from .involution import autocast_dtype, involution
+from .self_check import CheckedPath, auto_device, compare, device_key, float32_convs_use_tf32, precision_mode
 from .triton_status import TritonKernels
 
 BACKENDS = ('auto', 'triton', 'reference')
-_WARNED = set()  # devices whose fallback to the reference has been reported
 _INDEX_LIMIT = 2**31  # the kernels index within a sample with 32-bit integers
 
 
@@ -74,8 +74,8 @@ def fused_involution(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bia
     _check_same_kind(x, r, weight, bias)
     if torch.onnx.is_in_onnx_export():
         return unfused_involution(x, r, weight, bias, kernel_size, stride, padding, dilation)
-    if not torch.compiler.is_compiling():
-        backend = 'triton' if _runs_triton(x, r, backend) else 'reference'  # errors now, not inside the op
+    if not torch.compiler.is_compiling() and not _runs_triton(x, r, backend):  # errors now, not inside the op
+        backend = 'reference'
     with guard:
         return fused_involution_op(x, r, weight, bias, kernel_size, stride, padding, dilation, backend)
 
@@ -143,54 +143,135 @@ def _check_same_kind(*tensors: torch.Tensor) -> None:
 
 
 def triton_status(device: torch.device) -> Tuple[bool, str]:
-    """Whether the fused kernels run on ``device``, and why not; decided once per device by a tiny launch
-    (``triton_status.probe_triton``: CUDA with compute capability 7.5 or newer, or CPU tensors under
-    ``TRITON_INTERPRET=1``)."""
+    """Whether the fused kernels can start on ``device`` at all, and why not (``triton_prerequisite``: CUDA
+    with compute capability 7.5 or newer, or CPU tensors under ``TRITON_INTERPRET=1``). Whether they compute
+    the right numbers there is ``FUSED.verdict``."""
     return _TRITON.status(device)
 
 
-def _probe_launch(device: torch.device) -> None:
-    ones = torch.ones(1, 16, 2, 2, device=device)
-    weight, bias = torch.ones(9, 16, device=device), torch.ones(9, device=device)
-    _TRITON.module.fused_forward(ones, ones, weight, bias, 3, 1, 1, 1)
+_TRITON = TritonKernels(f'{__package__}.triton.involution_fused')  # ops/triton/involution_fused.py
 
 
-_TRITON = TritonKernels(f'{__package__}.triton.involution_fused', _probe_launch)  # ops/triton/involution_fused.py
+def _prerequisite(device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
+    runs, why = _TRITON.status(device)
+    if runs and dtype == torch.bfloat16 and device.type == 'cuda' and torch.cuda.get_device_capability(device) < (8, 0):
+        return False, 'bfloat16 needs compute capability 8.0 or newer'
+    return runs, why
+
+
+# The self-check's cases, (batch, channels, group channels, (H, W), kernel, stride, dilation, layout of x),
+# which together take every branch of the three kernels: partial tiles, several samples, three groups in a
+# chunk of four and a single group, R padded for the dot (12, 6) and not (16), a partial channel block (12 of
+# 16), strides 1 to 3, dilation 2, an output width of 1, NCHW inputs (copied to channels_last), channels_last
+# ones, and a channels_last view one element off the 16-byte alignment (read in place).
+SELF_CHECK_CASES = (
+    (2, 48, 16, (7, 5), 3, 1, 2, 'contiguous'),
+    (1, 64, 64, (6, 2), 3, 2, 1, 'channels_last'),
+    (1, 24, 12, (7, 8), 3, 3, 1, 'shifted'),
+)
+
+
+def self_check_inputs(case: tuple, device: torch.device, dtype: torch.dtype):
+    """``(x, r, weight, bias), grad_out, (kernel_size, stride, padding, dilation)`` of a self-check case."""
+    batch, channels, group_channels, size, kernel, stride, dilation, layout = case
+    generator = torch.Generator().manual_seed(0)
+    padding = dilation * (kernel - 1) // 2
+    out_size = [output_size(n, kernel, stride, padding, dilation) for n in size]
+    groups, reduced = channels // group_channels, channels // 4
+    x = torch.randn(batch, channels, *size, generator=generator)
+    r = torch.rand(batch, reduced, *out_size, generator=generator)  # like the ReLU output it is in the layer
+    weight = torch.randn(groups * kernel**2, reduced, generator=generator) / reduced**0.5
+    bias = torch.randn(groups * kernel**2, generator=generator) * 0.1
+    grad = torch.randn(batch, channels, *out_size, generator=generator)
+    x, r, weight, bias, grad = (t.to(device, dtype) for t in (x, r, weight, bias, grad))
+    if layout == 'channels_last':
+        x, r = (t.contiguous(memory_format=torch.channels_last) for t in (x, r))
+    else:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    if layout == 'shifted':
+        storage = torch.empty(x.numel() + 1, dtype=dtype, device=device)
+        shifted = storage[1:].view(batch, *size, channels).permute(0, 3, 1, 2)
+        x = shifted.copy_(x)
+    return (x, r, weight, bias), grad, (kernel, stride, padding, dilation)
+
+
+def _self_check(device: torch.device, dtype: torch.dtype, mode: str) -> Optional[str]:
+    """Forward and all four gradients of the Triton kernels on ``SELF_CHECK_CASES``, against the reference in
+    float64; None, or what failed."""
+    kernels = _TRITON.module
+    for case in SELF_CHECK_CASES:
+        (x, r, weight, bias), grad, geometry = self_check_inputs(case, device, dtype)
+        got = dict(out=kernels.fused_forward(x, r, weight, bias, *geometry),
+                   grad_x=kernels.fused_grad_input(grad, x, r, weight, bias, *geometry))
+        got['grad_r'], got['grad_weight'], got['grad_bias'] = kernels.fused_grad_kernels(grad, x, r, weight,
+                                                                                         *geometry)
+        x, r, weight, bias, grad = (t.double() for t in (x, r, weight, bias, grad))
+        want = dict(out=reference_forward(x, r, weight, bias, *geometry),
+                    grad_x=reference_grad_input(grad, x, r, weight, bias, *geometry))
+        want['grad_r'], want['grad_weight'], want['grad_bias'] = reference_grad_kernels(grad, x, r, weight,
+                                                                                        *geometry)
+        failure = compare(got, want, mode)
+        if failure is not None:
+            return f'{failure}, case {case[:-1]} {case[-1]}'
+    return None
+
+
+FUSED = CheckedPath('fused involution (Triton)', _prerequisite, _self_check,
+                    instead="backend='auto' or backend='reference' (Involution: fused='auto' or fused=False)",
+                    fallback='PyTorch operations')
+
+
+def precision(dtype: torch.dtype) -> str:
+    """The precision mode the kernels run ``dtype`` in now (``'tf32'`` for float32 when cuDNN convolutions
+    may use TF32), under which their self-check is kept."""
+    return precision_mode(dtype, tf32=dtype == torch.float32 and float32_convs_use_tf32())
 
 
 def fused_kernels_run(x: torch.Tensor) -> bool:
-    """Whether ``backend='auto'`` runs the Triton kernels for input ``x`` (on CUDA, where Triton works);
-    the first time it does not on a CUDA device, a warning says why."""
+    """Whether ``backend='auto'`` runs the Triton kernels for input ``x`` (on CUDA, where they passed their
+    self-check); the first time they do not on a device, a warning says why."""
     return _runs_triton(x, x, 'auto')
 
 
 def _runs_triton(x: torch.Tensor, r: torch.Tensor, backend: str) -> bool:
     """Whether a call on ``x`` runs the Triton kernels; ``'triton'`` raises where they cannot."""
-    if backend == 'reference' or (backend == 'auto' and x.device.type != 'cuda') or x.numel() == 0:
+    if backend == 'reference' or (backend == 'auto' and not auto_device(x.device)) or x.numel() == 0:
         return False
-    usable, reason = triton_status(x.device)
-    if usable:
-        usable, reason = _kernels_take(x, r)
-    if backend == 'auto':
-        if not usable and x.device not in _WARNED:
-            _WARNED.add(x.device)
-            warnings.warn(f'fused involution: the Triton kernels cannot run on {x.device} ({reason}); using '
-                          f'PyTorch operations instead')
-        return usable
-    if not usable:
-        raise RuntimeError(f"fused involution with Triton cannot run on {x.device}: {reason}; use backend='auto' "
-                           f"(Involution: fused='auto')")
-    return True
+    takes, why = _kernels_take(x, r)
+    if not takes:
+        if backend == 'triton':
+            raise RuntimeError(f"{FUSED.name} cannot take these inputs: {why}; use {FUSED.instead}")
+        FUSED.warn_once(('take', device_key(x.device)), f'{FUSED.name} cannot take some inputs on {x.device} '
+                        f'({why}); they run on {FUSED.fallback}')
+        return False
+    return FUSED.runs(x.device, x.dtype, precision(x.dtype), explicit=backend == 'triton')
 
 
 def _kernels_take(x: torch.Tensor, r: torch.Tensor) -> Tuple[bool, str]:
-    """Whether the kernels take these tensors: 32-bit offsets within a sample, bfloat16 on Ampere or newer."""
-    largest = max(sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:])) for t in (x, r))
+    """Whether the kernels take these tensors: 32-bit offsets within a sample of ``x``, ``r`` and the output
+    (``C * Ho * Wo`` values)."""
+    out_values = x.shape[1] * r.shape[2] * r.shape[3]
+    largest = max([out_values - 1] + [sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:]))
+                                      for t in (x, r)])
     if largest >= _INDEX_LIMIT:
         return False, f'offsets within a sample reach {largest}, beyond 32-bit indices'
-    if x.dtype == torch.bfloat16 and x.device.type == 'cuda' and torch.cuda.get_device_capability(x.device) < (8, 0):
-        return False, 'bfloat16 needs compute capability 8.0 or newer'
     return True, ''
+
+
+def _checked(kernel: str, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, geometry: tuple, backend: str,
+             fast: Callable[[], object], reference: Callable[[], object],
+             first_sample: Callable[[object], Tuple[dict, dict]], grad_out: Optional[torch.Tensor] = None):
+    """``fast()`` through ``FUSED.run_variant``: the first call of each compiled variant is checked on its
+    first sample (``first_sample(result) -> (got, want)``), a failed variant runs ``reference()``."""
+    mode = precision(x.dtype)
+    return FUSED.run_variant(_TRITON.module.variant(kernel, x, r, weight, *geometry, grad_out=grad_out), x.device,
+                             mode, backend == 'triton', fast, lambda result: compare(*first_sample(result), mode),
+                             reference)
+
+
+def _first(*tensors: torch.Tensor):
+    """The first sample of each batched tensor, in float64 (the reference of a first-call check)."""
+    return tuple(t[:1].double() for t in tensors)
 
 
 def _in_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
@@ -204,9 +285,17 @@ def fused_involution_op(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, 
                         kernel_size: int, stride: int, padding: int, dilation: int, backend: str) -> torch.Tensor:
     """``fused_involution`` of checked inputs (2-d ``weight``, a ``bias``), in the layout of ``x``."""
     geometry = (kernel_size, stride, padding, dilation)
-    if _runs_triton(x, r, backend):
-        return _TRITON.module.fused_forward(x, r, weight, bias, *geometry)
-    return _in_layout(reference_forward(x, r, weight, bias, *geometry), output_memory_format(x))
+
+    def reference():
+        return _in_layout(reference_forward(x, r, weight, bias, *geometry), output_memory_format(x))
+
+    def first_sample(out):
+        return {'out': out[:1]}, {'out': reference_forward(*_first(x, r), weight.double(), bias.double(), *geometry)}
+
+    if not _runs_triton(x, r, backend):
+        return reference()
+    return _checked('forward', x, r, weight, geometry, backend,
+                    lambda: _TRITON.module.fused_forward(x, r, weight, bias, *geometry), reference, first_sample)
 
 
 @torch.library.custom_op('involution_mm::fused_involution_backward_input', mutates_args=())
@@ -215,9 +304,19 @@ def fused_backward_input_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Te
                             backend: str) -> torch.Tensor:
     """The gradient of ``fused_involution_op`` for ``x`` (only the shape and layout of ``x`` are used)."""
     geometry = (kernel_size, stride, padding, dilation)
-    if _runs_triton(x, r, backend):
-        return _TRITON.module.fused_grad_input(grad_out, x, r, weight, bias, *geometry)
-    return _in_layout(reference_grad_input(grad_out, x, r, weight, bias, *geometry), output_memory_format(x))
+
+    def reference():
+        return _in_layout(reference_grad_input(grad_out, x, r, weight, bias, *geometry), output_memory_format(x))
+
+    def first_sample(grad_x):
+        want = reference_grad_input(*_first(grad_out, x, r), weight.double(), bias.double(), *geometry)
+        return {'grad_x': grad_x[:1]}, {'grad_x': want}
+
+    if not _runs_triton(x, r, backend):
+        return reference()
+    return _checked('grad_input', x, r, weight, geometry, backend,
+                    lambda: _TRITON.module.fused_grad_input(grad_out, x, r, weight, bias, *geometry), reference,
+                    first_sample, grad_out)
 
 
 @torch.library.custom_op('involution_mm::fused_involution_backward_kernels', mutates_args=())
@@ -226,10 +325,22 @@ def fused_backward_kernels_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.
                               backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of ``fused_involution_op`` for ``r`` (in its layout), ``weight`` and ``bias``."""
     geometry = (kernel_size, stride, padding, dilation)
-    if _runs_triton(x, r, backend):
-        return _TRITON.module.fused_grad_kernels(grad_out, x, r, weight, *geometry)
-    grad_r, grad_weight, grad_bias = reference_grad_kernels(grad_out, x, r, weight, *geometry)
-    return _in_layout(grad_r, output_memory_format(r)), grad_weight.contiguous(), grad_bias
+
+    def reference():
+        grad_r, grad_weight, grad_bias = reference_grad_kernels(grad_out, x, r, weight, *geometry)
+        return _in_layout(grad_r, output_memory_format(r)), grad_weight.contiguous(), grad_bias
+
+    def first_sample(grads):  # grad_r per sample; the parameters' gradients sum over the batch
+        want = reference_grad_kernels(*_first(grad_out, x, r), weight.double(), *geometry)
+        names = ('grad_r', 'grad_weight', 'grad_bias')[:1 if x.shape[0] > 1 else 3]
+        return ({name: g[:1] if name == 'grad_r' else g for name, g in zip(names, grads)},
+                {name: w for name, w in zip(names, want)})
+
+    if not _runs_triton(x, r, backend):
+        return reference()
+    return _checked('grad_kernels', x, r, weight, geometry, backend,
+                    lambda: _TRITON.module.fused_grad_kernels(grad_out, x, r, weight, *geometry), reference,
+                    first_sample, grad_out)
 
 
 def _empty(shape, like: torch.Tensor, memory_format=torch.contiguous_format) -> torch.Tensor:

@@ -10,17 +10,18 @@ strides (``output_memory_format``: channels_last stays channels_last), so ``torc
 without graph breaks.
 
 Backends: ``'triton'`` runs ``ops/triton/simam.py`` (CUDA; CPU tensors too under ``TRITON_INTERPRET=1``, for
-tests), ``'pytorch'`` the formula, ``'auto'`` the Triton kernels for float16/bfloat16/float32 CUDA tensors when
-Triton works on that device (checked once per device, remembered in ``_TRITON.statuses``), else the formula.
+tests), ``'pytorch'`` the formula, ``'auto'`` the Triton kernels for float16/bfloat16/float32 CUDA tensors where
+their self-check passed (``SIMAM``, a ``self_check.CheckedPath``: once per device and dtype, and on the first
+call of each compiled variant), else the formula.
 """
 import math
 import numbers
-import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from .geometry import output_memory_format
+from .self_check import CheckedPath, auto_device, compare, precision_mode
 from .triton_status import TritonKernels
 
 BACKENDS = ('auto', 'triton', 'pytorch')
@@ -28,7 +29,6 @@ TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Half-precision inputs are upcast for the statistics: the squared deviations overflow float16 and the
 # spatial sums lose precision in both half formats.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-_WARNED = set()  # devices whose fallback to the formula has been reported
 
 
 def simam(x: torch.Tensor, e_lambda: float = 1e-4, backend: str = 'auto') -> torch.Tensor:
@@ -96,37 +96,88 @@ def simam_formula_backward(grad: torch.Tensor, x: torch.Tensor, e_lambda: float)
 
 
 def triton_status(device: torch.device) -> Tuple[bool, str]:
-    """Whether the fused kernels can run on ``device``, and why not; decided once per device by a first tiny
-    launch (``triton_status.probe_triton``: CUDA with compute capability 7.0 or newer, or CPU tensors under
-    the Triton interpreter, ``TRITON_INTERPRET=1``, for tests)."""
+    """Whether the fused kernels can start on ``device`` at all, and why not (``triton_prerequisite``: CUDA
+    with compute capability 7.0 or newer, or CPU tensors under Triton's interpreter, ``TRITON_INTERPRET=1``,
+    for tests). Whether they compute the right numbers there is ``SIMAM.verdict``."""
     return _TRITON.status(device)
 
 
-def _probe_launch(device: torch.device) -> None:
-    probe = torch.ones(1, 1, 2, 2, device=device)
-    _TRITON.module.simam_forward(probe, 0.1, torch.empty_like(probe))
+_TRITON = TritonKernels(f'{__package__}.triton.simam', min_capability=(7, 0))
+
+# The self-check's cases, (shape, layout): together the resident and the looped plans in both layouts,
+# partial channel blocks, a constant plane (every input's first), and 1x1 maps (n = 0).
+SELF_CHECK_CASES = (
+    ((2, 3, 5, 7), torch.contiguous_format),
+    ((2, 3, 5, 7), torch.channels_last),
+    ((1, 2, 91, 91), torch.contiguous_format),  # 8281 positions a plane: beyond MAX_TILE, so looped
+    ((1, 3, 91, 91), torch.channels_last),
+    ((2, 4, 1, 1), torch.contiguous_format),
+)
 
 
-_TRITON = TritonKernels(f'{__package__}.triton.simam', _probe_launch, min_capability=(7, 0))
+def self_check_inputs(shape: tuple, memory_format: torch.memory_format, device: torch.device,
+                      dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The input (its first plane constant) and an output gradient (in the other layout) of a case."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator) * 3 + 1
+    x[0, 0] = 2.5
+    grad = torch.randn(shape, generator=generator)
+    other = torch.contiguous_format if memory_format == torch.channels_last else torch.channels_last
+    return (x.to(device, dtype).contiguous(memory_format=memory_format),
+            grad.to(device, dtype).contiguous(memory_format=other))
+
+
+def _self_check(device: torch.device, dtype: torch.dtype, mode: str) -> Optional[str]:
+    """Forward and backward kernels on ``SELF_CHECK_CASES`` against the formula in float64; None, or what
+    failed."""
+    kernels = _TRITON.module
+    for shape, memory_format in SELF_CHECK_CASES:
+        x, grad = self_check_inputs(shape, memory_format, device, dtype)
+        got = dict(y=kernels.simam_forward(x, 0.1, _new_output(x)),
+                   grad_x=kernels.simam_backward(grad, x, 0.1, _new_output(x)))
+        want = dict(y=simam_formula(x.double(), 0.1), grad_x=simam_formula_backward(grad.double(), x.double(), 0.1))
+        failure = compare(got, want, mode)
+        if failure is not None:
+            layout = 'channels_last' if memory_format == torch.channels_last else 'contiguous'
+            return f'{failure}, case {shape} {layout}'
+    return None
+
+
+def _prerequisite(device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
+    runs, why = _TRITON.status(device)
+    if runs and dtype not in TRITON_DTYPES:
+        return False, f'it takes float16, bfloat16 or float32, got {dtype}'
+    return runs, why
+
+
+SIMAM = CheckedPath('SimAM (Triton)', _prerequisite, _self_check, instead="backend='auto' or backend='pytorch'",
+                    fallback='the PyTorch formula')
 
 
 def _runs_triton(x: torch.Tensor, backend: str) -> bool:
     """Whether this call runs the fused kernels; ``'triton'`` raises when they cannot run on ``x``."""
-    if backend == 'pytorch' or (backend == 'auto' and x.device.type != 'cuda'):
+    if backend == 'pytorch' or (backend == 'auto' and (not auto_device(x.device) or x.dtype not in TRITON_DTYPES)):
         return False
-    usable, reason = triton_status(x.device)
-    if backend == 'auto':
-        if not usable and x.device not in _WARNED:
-            _WARNED.add(x.device)
-            warnings.warn(f'SimAM: the fused Triton kernels cannot run on {x.device} ({reason}); using the '
-                          f'PyTorch formula')
-        return usable and _unsupported(x) is None
-    if not usable:
-        raise RuntimeError(f"SimAM backend 'triton' cannot run on {x.device}: {reason}; use backend='auto' "
-                           "(SimAM: backend='auto')")
-    if _unsupported(x) is not None:
-        raise RuntimeError(f"SimAM backend 'triton' {_unsupported(x)}; use backend='pytorch'")
-    return True
+    if not SIMAM.runs(x.device, x.dtype, precision_mode(x.dtype), explicit=backend == 'triton'):
+        return False
+    problem = _unsupported(x)
+    if problem is not None and backend == 'triton':
+        raise RuntimeError(f"SimAM backend 'triton' {problem}; use backend='pytorch'")
+    return problem is None
+
+
+def _checked(kernel: str, x: torch.Tensor, backend: str, fast: Callable[[], torch.Tensor],
+             reference: Callable[[], torch.Tensor], first_sample: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``fast()`` through ``SIMAM.run_variant``: the first call of each compiled variant is checked on its
+    first sample against ``first_sample()`` (the formula in float64), a failed variant runs ``reference()``."""
+    from .triton.simam import launch_plan  # imports Triton, which runs the kernels anyway
+    channels_last = x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+    key = (kernel, x.device, x.dtype, launch_plan(x.shape[1], x.shape[2] * x.shape[3], channels_last),
+           channels_last, x.shape[2] * x.shape[3] == 1, x.data_ptr() % 16 == 0)
+    mode = precision_mode(x.dtype)
+    return SIMAM.run_variant(key, x.device, mode, backend == 'triton', fast,
+                             lambda result: compare({kernel: result[:1]}, {kernel: first_sample()}, mode),
+                             reference)
 
 
 def _unsupported(x: torch.Tensor) -> Optional[str]:
@@ -153,18 +204,22 @@ def _as_output(result: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 def simam_op(x: torch.Tensor, e_lambda: float, backend: str) -> torch.Tensor:
     """SimAM of checked inputs (``simam`` checks them)."""
     out = _new_output(x)
-    if _runs_triton(x, backend):
-        return _TRITON.module.simam_forward(x, e_lambda, out)
-    return _as_output(simam_formula(x, e_lambda), out)
+    if not _runs_triton(x, backend):
+        return _as_output(simam_formula(x, e_lambda), out)
+    return _checked('forward', x, backend, lambda: _TRITON.module.simam_forward(x, e_lambda, out),
+                    lambda: _as_output(simam_formula(x, e_lambda), out),
+                    lambda: simam_formula(x[:1].double(), e_lambda))
 
 
 @torch.library.custom_op('involution_mm::simam_backward', mutates_args=())
 def simam_backward_op(grad: torch.Tensor, x: torch.Tensor, e_lambda: float, backend: str) -> torch.Tensor:
     """The gradient of ``simam_op`` for ``x``, in the layout of ``x``."""
     out = _new_output(x)
-    if _runs_triton(x, backend):
-        return _TRITON.module.simam_backward(grad, x, e_lambda, out)
-    return _as_output(simam_formula_backward(grad, x, e_lambda), out)
+    if not _runs_triton(x, backend):
+        return _as_output(simam_formula_backward(grad, x, e_lambda), out)
+    return _checked('backward', x, backend, lambda: _TRITON.module.simam_backward(grad, x, e_lambda, out),
+                    lambda: _as_output(simam_formula_backward(grad, x, e_lambda), out),
+                    lambda: simam_formula_backward(grad[:1].double(), x[:1].double(), e_lambda))
 
 
 @simam_op.register_fake

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from ..geometry import output_memory_format
+from ..self_check import float32_convs_use_tf32
 from .involution_kernels import fused_forward_kernel, grad_input_kernel, grad_kernels_kernel
 from .involution_tiles import TileConfig, default_config, next_power_of_2
 
@@ -45,6 +46,7 @@ def fused_forward(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: 
     out_h, out_w = r.shape[2:]
     groups = weight.shape[0] // kernel_size**2
     config = config or default_config(groups, channels // groups, (out_h, out_w))
+    bias = bias.contiguous()  # the kernels read the bias with unit stride
     out = _empty_like_layout((batch, channels, out_h, out_w), x)
     xs = _staged(x, stage)
     grid = (batch * triton.cdiv(out_h, config.block_h) * triton.cdiv(out_w, config.block_w),
@@ -71,6 +73,7 @@ def fused_grad_input(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tensor, w
     out_h, out_w = r.shape[2:]
     groups = weight.shape[0] // kernel_size**2
     config = config or default_config(groups, channels // groups, (out_h, out_w))
+    bias = bias.contiguous()  # the kernels read the bias with unit stride
     grad_x = _empty_like_layout(x.shape, x)
     gos, rs = _staged(grad_out, stage), _staged(r, stage)
     # one tile grid per residue class of input positions modulo the stride, per sample
@@ -146,7 +149,28 @@ def _span_constants(x, weight) -> dict:
 def _dot_precision(dtype: torch.dtype) -> str:
     """float32 products in TF32 when cuDNN may use it for convolutions (the unfused layer's span conv does,
     by default), else exact."""
-    return 'tf32' if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else 'ieee'
+    return 'tf32' if dtype == torch.float32 and float32_convs_use_tf32() else 'ieee'
+
+
+def variant(kernel: str, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int,
+            padding: int, dilation: int, grad_out: Optional[torch.Tensor] = None) -> tuple:
+    """What tells apart the compiled variants a call of ``kernel`` (``'forward'``, ``'grad_input'``,
+    ``'grad_kernels'``) with these inputs launches: device, dtype, product precision, compile-time constants,
+    tiles, the layouts and 16-byte alignment of the tensors the kernels read, and the sizes Triton specialises
+    when they are 1. (Triton also specialises integers divisible by 16; those are not told apart here.)"""
+    batch, channels, height, width = x.shape
+    out_h, out_w = r.shape[2:]
+    groups = weight.shape[0] // kernel_size**2
+    config = default_config(groups, channels // groups, (out_h, out_w))
+    return (kernel, x.device, x.dtype, _dot_precision(x.dtype), kernel_size, stride, padding, dilation,
+            channels // groups, weight.shape[1], config, groups % config.block_g == 0,
+            height == 1, width == 1, out_h == 1, out_w == 1, groups == 1, channels // groups == 1,
+            _layout(x), _layout(r), _layout(weight), None if grad_out is None else _layout(grad_out))
+
+
+def _layout(t: torch.Tensor) -> tuple:
+    """Whether ``t``'s channels are adjacent in memory, and whether its first element is 16-byte aligned."""
+    return t.stride(1) == 1, t.data_ptr() % 16 == 0
 
 
 def _staged(t: torch.Tensor, stage: bool) -> torch.Tensor:

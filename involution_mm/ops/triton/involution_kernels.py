@@ -144,8 +144,10 @@ def grad_kernels_kernel(go_ptr, x_ptr, gk_ptr, in_h, in_w, out_h, out_w, G, posi
         for j in range(K):
             xv = _input_tap(x_base, row, row_ok, iw0, j, ch_ok, in_w, sx_w, DIL)
             gk = tl.sum(go * xv.to(ACC), axis=2)
-            tl.store(gk_tile + (i * K + j) * positions, gk.to(gk_ptr.dtype.element_ty),
-                     mask=g_ok[:, None] & p_ok[None, :])
+            tl.store(gk_tile, gk.to(gk_ptr.dtype.element_ty), mask=g_ok[:, None] & p_ok[None, :])
+            # the next tap's row: a pointer step, never (i * K + j) * positions in 32 bits, which passes 2**31
+            # from 44.7 M positions at K = 7
+            gk_tile += positions
 
 
 @triton.jit
