@@ -90,7 +90,7 @@ def test_rpn_head_with_several_convs_stacks_involution_blocks():
 def test_rpn_head_refuses_a_channel_change():
     with pytest.raises(ValueError, match=r'feat_channels \(128\) must equal in_channels \(256\)'):
         InvolutionRPNHead(in_channels=256, feat_channels=128)
-    with pytest.raises(ValueError, match='num_convs >= 1'):
+    with pytest.raises(ValueError, match='InvolutionRPNHead num_convs must be at least 1, got 0'):
         InvolutionRPNHead(in_channels=256, num_convs=0)
 
 

@@ -1,5 +1,5 @@
 """RedNet: ResNet with every bottleneck 3x3 conv replaced by a 7x7 involution (Li et al., CVPR 2021)."""
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -10,19 +10,24 @@ from mmengine.model.weight_init import constant_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import Involution
+from ..layers.arguments import check_int, check_involution_channels, check_norm_cfg, is_int
+from .pretrained import pretrained_loaded_last
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value, low: Optional[int] = None, high: Optional[int] = None) -> None:
-    """Raise a one-line TypeError or ValueError unless ``value`` is an int in ``[low, high]``."""
-    if not _is_int(value):
-        raise TypeError(f'RedNet {name} must be an int, got {value!r} ({type(value).__name__})')
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f'at least {low}' if high is None else f'from {low} to {high}'
-        raise ValueError(f'RedNet {name} must be {bounds}, got {value}')
+def _norm_channels(stem_channels: int, base_channels: int, num_stages: int) -> Dict[str, int]:
+    """Where RedNet builds norm layers from ``norm_cfg``, and the channels of each, in network order."""
+    half = stem_channels // 2
+    channels = {
+        'stem.0 (the first stem conv)': half,
+        "stem.1.conv1 (the stem involution's kernel generation)": half // 4,
+        'stem.4 (the last stem conv)': stem_channels,
+    }
+    for i in range(num_stages):
+        mid = base_channels * 2**i
+        channels[f'layer{i + 1}.0 (norm1)'] = mid
+        channels[f"layer{i + 1}.0.conv2.conv1 (the involution's kernel generation)"] = mid // 4
+        channels[f'layer{i + 1}.0 (norm3)'] = mid * RedNetBottleneck.expansion
+    return channels
 
 
 class RedNetBottleneck(BaseModule):
@@ -127,9 +132,11 @@ class RedNet(BaseModule):
         norm_eval (bool): Keep norm layers in eval mode while training (frozen running stats).
             Defaults to False.
         with_cp (bool): Use gradient checkpointing in the bottlenecks. Defaults to False.
-        zero_init_residual (bool): Zero-initialise the last norm of each bottleneck, unless weights come
-            from a pretrained checkpoint. Defaults to True.
-        init_cfg (dict | list[dict], optional): Initialization config.
+        zero_init_residual (bool): Zero-initialise the last norm of each bottleneck (weights a pretrained
+            checkpoint holds are loaded over it). Defaults to True.
+        init_cfg (dict | list[dict], optional): Initialization config. ``Pretrained`` entries load after the
+            other entries (or, without any, after the default Kaiming/constant initialisation); a checkpoint
+            that fits no weight is refused, one that fits some is reported with the counts.
 
     Raises:
         TypeError: an argument is not of its type (for example ``depth='50'``).
@@ -178,16 +185,16 @@ class RedNet(BaseModule):
                      dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
                  ]) -> None:
         super().__init__(init_cfg)
-        if not _is_int(depth):
+        if not is_int(depth):
             raise TypeError(f'RedNet depth must be an int, one of {sorted(self.arch_settings)}, got {depth!r} '
                             f'({type(depth).__name__})')
         if depth not in self.arch_settings:
             raise ValueError(f'invalid depth {depth} for RedNet; choose one of {sorted(self.arch_settings)}')
         for name, value in (('in_channels', in_channels), ('stem_channels', stem_channels),
                             ('base_channels', base_channels), ('num_stages', num_stages)):
-            _check_int(name, value, low=1)
+            check_int('RedNet', name, value, low=1)
         for name, values in (('strides', strides), ('dilations', dilations), ('out_indices', out_indices)):
-            if not isinstance(values, Sequence) or not all(_is_int(v) for v in values):
+            if not isinstance(values, Sequence) or not all(is_int(v) for v in values):
                 raise TypeError(f'RedNet {name} must be a sequence of ints, got {values!r}')
         if not 1 <= num_stages <= 4 or len(strides) != num_stages or len(dilations) != num_stages:
             raise ValueError(f'RedNet needs 1 to 4 stages with one stride and one dilation each, got '
@@ -197,7 +204,11 @@ class RedNet(BaseModule):
                              f'dilations={dilations}')
         if not out_indices or not all(0 <= i < num_stages for i in out_indices):
             raise ValueError(f'out_indices {out_indices} must name stages in [0, {num_stages})')
-        _check_int('frozen_stages', frozen_stages, low=-1, high=num_stages)
+        check_int('RedNet', 'frozen_stages', frozen_stages, low=-1, high=num_stages)
+        check_involution_channels('RedNet', 'stem_channels', stem_channels, 'its stem involution (stem.1)', scale=2)
+        check_involution_channels('RedNet', 'base_channels', base_channels,
+                                  'the involutions of its first stage (layer1.*.conv2)')
+        check_norm_cfg('RedNet', norm_cfg, _norm_channels(stem_channels, base_channels, num_stages))
         self.depth = depth
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
@@ -248,13 +259,14 @@ class RedNet(BaseModule):
                 param.requires_grad = False
 
     def init_weights(self) -> None:
-        super().init_weights()
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            return  # keep the pretrained norms
-        if self.zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, RedNetBottleneck):
-                    constant_init(m.norm3, 0)
+        """Initialise (zero_init_residual included), then load the ``Pretrained`` entries of ``init_cfg`` on
+        top, in dict or list form; see ``backbones/pretrained.py``."""
+        with pretrained_loaded_last(self):
+            super().init_weights()
+            if self.zero_init_residual:
+                for m in self.modules():
+                    if isinstance(m, RedNetBottleneck):
+                        constant_init(m.norm3, 0)
 
     def forward(self, x: torch.Tensor) -> tuple:
         x = self.maxpool(self.stem(x))

@@ -2,23 +2,30 @@
 
 SimAM has no parameters, so it can be added to an upstream ResNet, ResNeXt or MobileNetV2 after it is built:
 the state-dict keys stay exactly the upstream ones and only the forward pass changes. The paper puts SimAM
-right after a convolution and before the norm that follows it; here it runs as a forward hook of that
-convolution, so the blocks' own ``forward`` is reused unchanged. The framework-specific classes (which
-subclass mmpretrain's, mmdet's or mmseg's backbones) live in the adapters ``cls/``, ``det/`` and ``seg/``.
+right after a convolution and before the norm that follows it; here a forward hook of that convolution
+calls whatever module the block holds as ``simam`` at that moment, so the blocks' own ``forward`` is reused
+unchanged and the module tree is what runs (replace or delete ``block.simam`` and the forward follows).
+The framework-specific classes (which subclass mmpretrain's, mmdet's or mmseg's backbones) live in the
+adapters ``cls/``, ``det/`` and ``seg/``.
 """
-from typing import Any, List
+from typing import Any, List, Tuple
 
+import torch
 import torch.nn as nn
 
 from ..layers import SimAM
+from .pretrained import pretrained_loaded_last
 
 
 def insert_simam_after(owner: nn.Module, conv_name: str, e_lambda: float) -> SimAM:
     """Apply SimAM to the output of ``owner.<conv_name>``, before whatever ``owner`` does with it next.
 
-    The SimAM module becomes the child ``owner.simam``, listed right after the convolution, and runs as a
-    forward hook of the convolution. The hook sits on the convolution rather than on the following norm,
-    so it survives the norms being replaced (e.g. by SyncBN conversion).
+    The SimAM module becomes the child ``owner.simam``, listed right after the convolution. A forward hook
+    of the convolution (:class:`SimAMSlot`) calls ``owner.simam`` as it is at each call: assigning another
+    module to ``owner.simam`` runs that one, deleting it (or setting it to None) runs nothing. The hook
+    sits on the convolution rather than on the following norm, so it survives the norms being replaced
+    (e.g. by SyncBN conversion); a forward pre-hook of ``owner`` moves it onto a convolution assigned to
+    ``owner.<conv_name>`` later.
 
     Note:
         A convolution followed by SimAM can no longer be fused with the norm after it
@@ -44,8 +51,49 @@ def insert_simam_after(owner: nn.Module, conv_name: str, e_lambda: float) -> Sim
         owner._modules[name] = child
         if name == conv_name:
             owner._modules['simam'] = simam
-    conv.register_forward_hook(simam.forward_hook)
+    if not _has_slot(owner, conv_name):  # a block whose simam was deleted keeps its slot
+        slot = SimAMSlot(owner, conv_name)
+        owner.register_forward_pre_hook(slot.follow_conv)
+        slot.follow_conv(owner, ())
     return simam
+
+
+def _has_slot(owner: nn.Module, conv_name: str) -> bool:
+    slots = (getattr(hook, '__self__', None) for hook in owner._forward_pre_hooks.values())
+    return any(isinstance(slot, SimAMSlot) and slot.conv_name == conv_name for slot in slots)
+
+
+class SimAMSlot:
+    """The forward hook that runs ``owner.simam`` on the output of ``owner.<conv_name>``.
+
+    It looks the module up at every call instead of holding it, so the module tree is what runs. It is a
+    plain object (not a closure), so ``copy.deepcopy`` and pickling of the model carry it along, pointing
+    at the copied block.
+
+    Args:
+        owner (nn.Module): The block holding the convolution and ``simam``.
+        conv_name (str): Attribute name of the convolution in ``owner``.
+    """
+
+    def __init__(self, owner: nn.Module, conv_name: str) -> None:
+        self.owner = owner
+        self.conv_name = conv_name
+
+    def __call__(self, conv: nn.Module, args: Tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        if conv is not getattr(self.owner, self.conv_name):  # a convolution the block no longer uses
+            return output
+        simam = self.owner._modules.get('simam')
+        return output if simam is None else simam(output)
+
+    def follow_conv(self, owner: nn.Module, args: Tuple[Any, ...]) -> None:
+        """Forward pre-hook of ``owner``: make sure its current convolution carries this hook, and only this
+        one (a convolution copied from a block brings that block's slot along)."""
+        conv = getattr(owner, self.conv_name)
+        hooks = conv._forward_hooks
+        if not any(hook is self for hook in hooks.values()):
+            for key in [key for key, hook in hooks.items() if isinstance(hook, SimAMSlot)]:
+                del hooks[key]
+            conv.register_forward_hook(self)
 
 
 class SimAMResNetMixin:
@@ -68,6 +116,12 @@ class SimAMResNetMixin:
         for layer_name in self.res_layers:
             for block in getattr(self, layer_name):
                 insert_simam_after(block, 'conv2', e_lambda)
+
+    def init_weights(self) -> None:
+        """The upstream initialisation, then the ``Pretrained`` entries of ``init_cfg`` in dict or list form
+        (upstream mmpretrain skips ``zero_init_residual`` for the dict form only)."""
+        with pretrained_loaded_last(self):
+            super().init_weights()
 
 
 def insert_simam_in_inverted_residuals(layers: List[nn.Module], e_lambda: float) -> int:

@@ -5,6 +5,7 @@ from typing import Any
 from mmpretrain.models.backbones import MobileNetV2, ResNet, ResNeXt
 
 from ..backbones import SimAMResNetMixin, insert_simam_in_inverted_residuals
+from ..backbones.pretrained import pretrained_loaded_last
 
 
 class SimAMResNet(SimAMResNetMixin, ResNet):
@@ -44,3 +45,8 @@ class SimAMMobileNetV2(MobileNetV2):
         super().__init__(**kwargs)
         self.e_lambda = e_lambda
         insert_simam_in_inverted_residuals([getattr(self, name) for name in self.layers], e_lambda)
+
+    def init_weights(self) -> None:
+        """The upstream initialisation, then the ``Pretrained`` entries of ``init_cfg``, checked."""
+        with pretrained_loaded_last(self):
+            super().init_weights()

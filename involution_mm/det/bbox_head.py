@@ -4,6 +4,7 @@ from typing import Tuple
 import torch.nn as nn
 from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
 
+from ..layers.arguments import check_involution_cfg, check_involution_channels
 from .blocks import check_same_channels, involution_block
 
 
@@ -25,6 +26,7 @@ class InvolutionConvFCBBoxHead(ConvFCBBoxHead):
     """
 
     def __init__(self, involution_cfg: dict = dict(kernel_size=7), **kwargs) -> None:
+        check_involution_cfg(type(self).__name__, involution_cfg)
         self.involution_cfg = dict(involution_cfg)  # read by _add_conv_fc_branch, which the parent calls
         super().__init__(**kwargs)
 
@@ -36,6 +38,8 @@ class InvolutionConvFCBBoxHead(ConvFCBBoxHead):
         """Add a branch: involution blocks, then mmdet's fcs (built for the unchanged channel count)."""
         if num_branch_convs:
             check_same_channels(type(self).__name__, in_channels, self.conv_out_channels, 'conv_out_channels')
+            check_involution_channels(type(self).__name__, 'in_channels', in_channels, 'its involutions',
+                                      involution_cfg=self.involution_cfg)
         _, branch_fcs, last_layer_dim = super()._add_conv_fc_branch(0, num_branch_fcs, in_channels, is_shared)
         branch_convs = nn.ModuleList(
             involution_block(in_channels, self.involution_cfg, self.conv_cfg, self.norm_cfg)

@@ -4,6 +4,7 @@ from typing import Optional
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmengine.model import ModuleList
 
+from ..layers.arguments import check_int, check_involution_cfg, check_involution_channels, check_norm_cfg
 from .blocks import check_same_channels, involution_block
 
 
@@ -49,7 +50,15 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                  loss_mask: dict = dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0),
                  involution_cfg: dict = dict(kernel_size=7),
                  init_cfg: Optional[dict] = None) -> None:
-        check_same_channels(type(self).__name__, in_channels, conv_out_channels, 'conv_out_channels')
+        owner = type(self).__name__
+        check_int(owner, 'num_convs', num_convs, low=0)
+        check_int(owner, 'in_channels', in_channels, low=1)
+        check_involution_cfg(owner, involution_cfg)
+        check_same_channels(owner, in_channels, conv_out_channels, 'conv_out_channels')
+        if num_convs:
+            check_involution_channels(owner, 'in_channels', in_channels, 'its involutions (convs)',
+                                      involution_cfg=involution_cfg)
+            check_norm_cfg(owner, norm_cfg, {'convs (after each involution)': in_channels}, optional=True)
         # The parent builds everything but the convs; with equal channels its upsample and conv_logits
         # are the same with or without convs.
         super().__init__(

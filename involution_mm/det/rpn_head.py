@@ -4,6 +4,7 @@ from mmdet.models.dense_heads import RPNHead
 from mmdet.utils import MultiConfig
 
 from ..layers import Involution
+from ..layers.arguments import check_int, check_involution_cfg, check_involution_channels
 from .blocks import check_same_channels, involution_block
 
 
@@ -39,8 +40,11 @@ class InvolutionRPNHead(RPNHead):
                      type='Normal', std=0.01, override=[dict(name='rpn_cls'),
                                                         dict(name='rpn_reg')]),
                  **kwargs) -> None:
-        if num_convs < 1:
-            raise ValueError(f'InvolutionRPNHead needs num_convs >= 1, got {num_convs}')
+        check_int('InvolutionRPNHead', 'num_convs', num_convs, low=1)
+        check_int('InvolutionRPNHead', 'in_channels', in_channels, low=1)
+        check_involution_cfg('InvolutionRPNHead', involution_cfg)
+        check_involution_channels('InvolutionRPNHead', 'in_channels', in_channels, 'its involution (rpn_conv)',
+                                  involution_cfg=involution_cfg)
         self.involution_cfg = dict(involution_cfg)  # read by _init_layers, which the parent calls
         super().__init__(in_channels, num_classes=num_classes, init_cfg=init_cfg, num_convs=num_convs, **kwargs)
 

@@ -10,6 +10,7 @@ from ..ops import involution
 from ..ops.backends import check_backend_name
 from ..ops.fused_involution import fused_involution, fused_kernels_run
 from ..ops.self_check import auto_device
+from .arguments import check_norm_cfg
 
 
 class Involution(BaseModule):
@@ -69,6 +70,8 @@ class Involution(BaseModule):
         if kernel_size % 2 == 0:
             raise ValueError(f'Involution needs an odd kernel_size, got {kernel_size}')
         _check_choices(backend, fused)
+        check_norm_cfg('Involution', norm_cfg, {'conv1 (its kernel generation)': channels // reduction_ratio},
+                       optional=True)
         self.channels = channels
         self.kernel_size = kernel_size
         self.stride = stride

@@ -8,6 +8,11 @@ import torch.nn as nn
 from ..ops.simam import check_simam_arguments, simam
 
 
+# The smallest normal float32: a lambda below it is zero, or a subnormal that GPUs flush to zero, in the
+# float32 arithmetic SimAM runs in (half-precision inputs are computed in float32 too).
+SMALLEST_E_LAMBDA = float(torch.finfo(torch.float32).tiny)
+
+
 class SimAM(nn.Module):
     """SimAM attention: weighs every activation by the inverse of its minimal energy.
 
@@ -31,8 +36,9 @@ class SimAM(nn.Module):
     Args:
         in_channels (int, optional): Channels of the input, only checked when given (SimAM works on any
             number of channels). Defaults to None.
-        e_lambda (float): The regulariser lambda of the energy function; must be positive. The paper's
-            module uses 1e-4; its ImageNet and COCO models use 0.1. Defaults to 1e-4.
+        e_lambda (float): The regulariser lambda of the energy function; must be finite and at least
+            ``SMALLEST_E_LAMBDA`` (1.18e-38, the smallest normal float32). The paper's module uses 1e-4; its
+            ImageNet and COCO models use 0.1. Defaults to 1e-4.
         backend (str): ``'auto'`` (the fused kernels on CUDA where Triton runs, else the formula),
             ``'triton'`` or ``'pytorch'`` to force one. Defaults to ``'auto'``.
     """
@@ -46,6 +52,10 @@ class SimAM(nn.Module):
         if in_channels is not None and in_channels < 1:
             raise ValueError(f'SimAM in_channels must be at least 1 (or None to accept any), got {in_channels}')
         check_simam_arguments(e_lambda, backend)
+        if e_lambda < SMALLEST_E_LAMBDA:
+            raise ValueError(f'SimAM e_lambda={e_lambda:g} vanishes in float32, in which SimAM computes (a '
+                             f'constant map would give NaN); pass at least {SMALLEST_E_LAMBDA:.3g} (the paper '
+                             'uses 1e-4, and 0.1 in its ImageNet and COCO models)')
         self.in_channels = None if in_channels is None else int(in_channels)
         self.e_lambda = float(e_lambda)
         self.backend = backend

@@ -8,6 +8,7 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 
 from ..layers import Involution
+from ..layers.arguments import check_int, check_involution_cfg, check_involution_channels, check_norm_cfg
 
 EXTRA_CONV_SOURCES = ('on_input', 'on_lateral', 'on_output')
 
@@ -58,8 +59,11 @@ class InvolutionFPN(BaseModule):
                  init_cfg: Union[dict, List[dict]] = dict(type='Xavier', layer='Conv2d',
                                                          distribution='uniform')) -> None:
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(in_channels, Sequence) or isinstance(in_channels, str):
-            raise TypeError(f'in_channels must be a list of ints, got {in_channels!r}')
+        _check_levels(in_channels, out_channels, num_outs, start_level, end_level)
+        check_involution_cfg('InvolutionFPN', involution_cfg)
+        check_involution_channels('InvolutionFPN', 'out_channels', out_channels,
+                                  'its output involutions (fpn_convs)', involution_cfg=involution_cfg)
+        check_norm_cfg('InvolutionFPN', norm_cfg, {'lateral_convs and extra convs': out_channels}, optional=True)
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_ins = len(in_channels)
@@ -67,16 +71,8 @@ class InvolutionFPN(BaseModule):
         self.relu_before_extra_convs = relu_before_extra_convs
         self.no_norm_on_lateral = no_norm_on_lateral
         self.upsample_cfg = upsample_cfg.copy()
-        if end_level in (-1, self.num_ins - 1):
-            self.backbone_end_level = self.num_ins
-            if num_outs < self.num_ins - start_level:
-                raise ValueError(f'num_outs={num_outs} is fewer than the {self.num_ins - start_level} '
-                                 f'backbone levels from start_level={start_level}')
-        else:
-            self.backbone_end_level = end_level + 1
-            if end_level >= self.num_ins or num_outs != end_level - start_level + 1:
-                raise ValueError(f'end_level={end_level} needs end_level < {self.num_ins} and num_outs == '
-                                 f'{end_level - start_level + 1}, got num_outs={num_outs}')
+        # end_level -1 (or the last level) allows extra levels; an earlier end_level gives exactly its levels
+        self.backbone_end_level = self.num_ins if end_level in (-1, self.num_ins - 1) else end_level + 1
         self.start_level = start_level
         self.end_level = end_level
         if add_extra_convs is True:
@@ -124,3 +120,33 @@ class InvolutionFPN(BaseModule):
             for i in range(used + 1, self.num_outs):
                 outs.append(self.fpn_convs[i](F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]))
         return tuple(outs)
+
+
+def _check_levels(in_channels: Sequence[int], out_channels: int, num_outs: int, start_level: int,
+                  end_level: int) -> None:
+    """Refuse levels that would build a scrambled, empty or short pyramid, in one line each."""
+    if not isinstance(in_channels, Sequence) or isinstance(in_channels, str) or not in_channels:
+        raise TypeError(f'InvolutionFPN in_channels must be a list of ints (one per backbone level), got '
+                        f'{in_channels!r}')
+    for channels in in_channels:
+        check_int('InvolutionFPN', 'in_channels', channels, low=1)
+    for name, value in (('out_channels', out_channels), ('num_outs', num_outs)):
+        check_int('InvolutionFPN', name, value, low=1)
+    last = len(in_channels) - 1
+    check_int('InvolutionFPN', 'start_level', start_level)
+    if not 0 <= start_level <= last:
+        raise ValueError(f'InvolutionFPN start_level must be from 0 to {last} (an index into the '
+                         f'{len(in_channels)} levels of in_channels), got {start_level}')
+    check_int('InvolutionFPN', 'end_level', end_level)
+    if end_level != -1 and not start_level <= end_level <= last:
+        raise ValueError(f'InvolutionFPN end_level must be -1 (the last level) or from start_level={start_level} '
+                         f'to {last} (the last of the {len(in_channels)} levels of in_channels), got {end_level}')
+    used = (last if end_level == -1 else end_level) - start_level + 1
+    if end_level in (-1, last):
+        if num_outs < used:
+            raise ValueError(f'InvolutionFPN num_outs={num_outs} is fewer than the {used} backbone levels from '
+                             f'start_level={start_level}; pass num_outs={used} or more')
+    elif num_outs != used:
+        raise ValueError(f'InvolutionFPN with end_level={end_level} outputs exactly levels {start_level} to '
+                         f'{end_level}, so num_outs must be {used}, got {num_outs}; pass num_outs={used}, or '
+                         'end_level=-1 to add extra levels')

@@ -103,8 +103,9 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, stride: IntPair, padding
     if x.dtype != weight.dtype or x.device != weight.device:
         raise ValueError(f'x and weight must share dtype and device, got x {x.dtype} on {x.device} and '
                          f'weight {weight.dtype} on {weight.device}')
-    if not x.is_floating_point():
-        raise ValueError(f'involution needs floating-point tensors, got {x.dtype}')
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):  # not float8 either
+        raise ValueError(f'involution needs floating-point tensors (float16, bfloat16, float32, float64), got '
+                         f'{x.dtype}')
     batch, channels, in_h, in_w = x.shape
     groups, k_h, k_w = weight.shape[1:4]
     if groups < 1 or channels % groups:
