@@ -138,14 +138,14 @@ def test_bad_arguments(kwargs, message):
 @pytest.mark.parametrize('backend', [3, None, ['pytorch']])
 def test_a_backend_that_is_not_a_string_is_refused(backend):
     x, weight = make_inputs(1, 16, (6, 6), 4, 3, 1, 1, 1, dtype=torch.float32)
-    with pytest.raises(TypeError, match=r"involution backend must be a string \('auto' or one of \['cupy', "):
+    with pytest.raises(TypeError, match=r"involution backend must be a string \('auto' or one of \['cpu', 'cupy', "):
         involution(x, weight, padding=1, backend=backend)
 
 
 def test_backend_selection():
     x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1)
     assert 'pytorch' in available_backends()
-    assert select_backend(x) == 'pytorch'  # CPU tensors always take the PyTorch backend
+    assert select_backend(x) in ('cpu', 'pytorch')  # the compiled CPU kernels where built (test_cpu_kernels.py)
     torch.testing.assert_close(involution(x, weight, 1, 1, backend='pytorch'), involution(x, weight, 1, 1))
 
 

@@ -64,9 +64,16 @@ if ! have onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0; then
     echo "[setup] installing onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.32.0"
     pip install -q "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0"
 fi
-if ! have involution-mm==*; then
-    echo "[setup] installing involution-mm (editable)"
-    pip install -q --no-deps --no-build-isolation -e .
+# cpu_kernels_stale: true when the compiled CPU kernels (setup.py) are missing or older than their sources
+cpu_kernels_stale() {
+    local built
+    built=$(ls involution_mm/ops/_involution_cpu*.so 2>/dev/null | head -n 1)
+    [ -z "$built" ] || [ -n "$(find involution_mm/ops/csrc setup.py -newer "$built" -print -quit)" ]
+}
+if ! have involution-mm==* || cpu_kernels_stale; then
+    # editable: the CPU kernels are compiled in place, next to the sources (about a minute on 2 cores)
+    echo "[setup] installing involution-mm (editable; compiles the CPU kernels)"
+    MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-deps --no-build-isolation -e .
 fi
 "$VENV/bin/python" - <<'PYEOF'
 import mmcv, mmdet, mmengine, mmpretrain, mmseg, torch, torchvision

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import torch
 
+from .cpu_backend import cpu_forward, cpu_grad_input, cpu_grad_weight, cpu_usable
 from .cupy_backend import cupy_forward, cupy_grad_input, cupy_grad_weight, cupy_usable
 from .geometry import Geometry
 from .pytorch_backend import involution_forward, involution_grad_input, involution_grad_weight
@@ -29,17 +30,23 @@ class Backend(NamedTuple):
 
 
 _BACKENDS: Dict[str, Backend] = {
+    'cpu': Backend(cpu_forward, cpu_grad_input, cpu_grad_weight, cpu_usable),
     'cupy': Backend(cupy_forward, cupy_grad_input, cupy_grad_weight, cupy_usable),
     'pytorch': Backend(involution_forward, involution_grad_input, involution_grad_weight,
                        lambda x: (True, 'it runs on every device')),
 }
 # 'auto' takes the first usable backend in this order.
-_AUTO_ORDER: List[str] = ['cupy', 'pytorch']
+_AUTO_ORDER: List[str] = ['cpu', 'cupy', 'pytorch']
+# Backends that serve one device type only: where 'auto' passes one over for a tensor on another device,
+# its log line does not mention it.
+_DEVICE_ONLY: Dict[str, str] = {'cpu': 'cpu', 'cupy': 'cuda'}
 # (backend asked for, device type, device index, dtype) -> the backend that runs
 _RESOLVED: Dict[tuple, str] = {}
-# Device types whose 'auto' choice has been logged (once per process); CPU and meta tensors (shape
-# inference) take the PyTorch backend as expected, so that is not announced.
-_ANNOUNCED = {'cpu', 'meta'}
+# Device types whose 'auto' choice has been logged (once per process); meta tensors (shape inference) take
+# the PyTorch backend as expected, so that is not announced, and CPU tensors announce only a fallback (the
+# compiled CPU kernels not built).
+_ANNOUNCED = {'meta'}
+_QUIET = {'cpu'}
 
 
 def available_backends() -> List[str]:
@@ -105,8 +112,9 @@ def _first_usable(x: torch.Tensor) -> str:
         usable, reason = _BACKENDS[name].is_usable(x)
         if usable:
             break
-        passed_over.append(f'{name!r} cannot run ({reason})')
-    if x.device.type not in _ANNOUNCED:
+        if _DEVICE_ONLY.get(name, x.device.type) == x.device.type:
+            passed_over.append(f'{name!r} cannot run ({reason})')
+    if x.device.type not in _ANNOUNCED and (passed_over or x.device.type not in _QUIET):
         _ANNOUNCED.add(x.device.type)
         because = '; '.join(passed_over) if passed_over else reason
         _log(f'involution: {x.device.type} tensors use the {name!r} backend: {because}',

@@ -95,8 +95,11 @@ void launch(int kernel, const Problem& p, int64_t rows, const at::Tensor& a, con
   const Call call{p, a.data_ptr(), strides_of(a), b.data_ptr(), strides_of(b), out.data_ptr(), strides_of(out)};
   const KernelSet& set = *current_set();
   const int64_t scratch_size = set.scratch_elements(kernel, p, block_rows);
+  // At least `grain` tasks a thread: calls under about 64k multiply-adds a thread stay on the calling thread.
+  const int64_t task_work = p.group_channels * block_rows * std::max(p.in_w, p.out_w) * p.k_h * p.k_w;
+  const int64_t grain = div_ceil(int64_t{1} << 16, std::max<int64_t>(task_work, 1));
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "involution_cpu", [&] {
-    at::parallel_for(0, units * tasks_per_unit, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, units * tasks_per_unit, grain, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch(scratch_size);
       for (int64_t index = begin; index < end; ++index) {
         const int64_t unit = index / tasks_per_unit, row0 = index % tasks_per_unit * block_rows;

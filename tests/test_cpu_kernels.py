@@ -1,0 +1,184 @@
+"""The compiled CPU backend ('cpu', ops/csrc/cpu/) against the PyTorch reference backend: the three kernels
+over the op cases (geometries, strides, dilations, groups, memory layouts) for every instruction set this
+CPU runs, every dtype, gradcheck and gradgradcheck through the registered ops, 'auto' choosing it, a
+fullgraph torch.compile, and the fallback (with its one log line) when the extension is not built."""
+import logging
+
+import pytest
+import torch
+import torch._dynamo.testing
+from op_cases import SHAPES, make_inputs, memory_layouts
+
+from involution_mm.ops import backends, cpu_backend, involution, select_backend
+from involution_mm.ops.geometry import check_inputs
+from involution_mm.ops.pytorch_backend import involution_forward, involution_grad_input, involution_grad_weight
+
+MODULE = cpu_backend.kernels_module()
+needs_kernels = pytest.mark.skipif(
+    MODULE is None, reason=f'the CPU kernels are not built ({cpu_backend.LOAD_ERROR}); build them with '
+    f'{cpu_backend.BUILD_COMMAND}')
+ISAS = MODULE.isas() if MODULE is not None else []
+
+
+@pytest.fixture(params=['avx512', 'avx2', 'generic'])
+def isa(request):
+    """Run the kernels compiled for one instruction set (skipped where this CPU lacks it)."""
+    if MODULE is None:
+        pytest.skip(needs_kernels.kwargs['reason'])
+    if request.param not in ISAS:
+        pytest.skip(f'this CPU cannot run the {request.param} kernels (it runs {ISAS})')
+    chosen = MODULE.isa()
+    MODULE.set_isa(request.param)
+    yield request.param
+    MODULE.set_isa(chosen)
+
+
+def three_kernels(x, weight, geo, grad, kernels):
+    forward, grad_input, grad_weight = kernels
+    return forward(x, weight, geo), grad_input(grad, weight, geo), grad_weight(grad, x, geo)
+
+
+CPU = (cpu_backend.cpu_forward, cpu_backend.cpu_grad_input, cpu_backend.cpu_grad_weight)
+REFERENCE = (involution_forward, involution_grad_input, involution_grad_weight)
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'strided view', 'transposed storage'])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_kernels_match_the_reference(isa, shape, layout):
+    """Forward, input gradient and weight gradient equal the PyTorch backend's, in the same layouts."""
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation)
+    if layout != 'contiguous':
+        x, weight = memory_layouts(x, weight)[layout]
+    geo = check_inputs(x, weight, stride, padding, dilation)
+    grad = torch.randn_like(involution_forward(x, weight, geo))
+    for got, want in zip(three_kernels(x, weight, geo, grad, CPU), three_kernels(x, weight, geo, grad, REFERENCE)):
+        torch.testing.assert_close(got, want)
+        assert (got.dtype, got.stride()) == (want.dtype, want.stride())
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[4]])
+def test_dtypes_against_float64(isa, dtype, tol, layout, shape):
+    """float32 natively, half types in float32: each within its precision of the float64 result on the same
+    (rounded) values, in the input's dtype."""
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation, dtype=torch.float32)
+    if layout == 'channels_last':
+        x = x.to(memory_format=torch.channels_last)
+    x, weight = x.to(dtype), weight.to(dtype)
+    geo = check_inputs(x, weight, stride, padding, dilation)
+    grad = torch.randn_like(involution_forward(x.double(), weight.double(), geo)).to(dtype)
+    wide = [t.double() for t in (x, weight, grad)]
+    for got, want in zip(three_kernels(x, weight, geo, grad, CPU), three_kernels(*wide[:2], geo, wide[2], REFERENCE)):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+@needs_kernels
+def test_results_do_not_depend_on_the_thread_count():
+    """Each output is summed by one task in a fixed order, however the work is split."""
+    x, weight = make_inputs(2, 64, (14, 13), 4, 7, 1, 3, 1, dtype=torch.float32)
+    geo = check_inputs(x, weight, 1, 3, 1)
+    grad = torch.randn(2, 64, 14, 13)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = three_kernels(x, weight, geo, grad, CPU)
+        torch.set_num_threads(max(2, threads))
+        several = three_kernels(x, weight, geo, grad, CPU)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(single, several):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
+def test_empty_batch():
+    x, weight = make_inputs(0, 16, (6, 6), 1, 3, 1, 1, 1, dtype=torch.float32)
+    out = involution(x, weight, 1, 1, backend='cpu')
+    assert out.shape == (0, 16, 6, 6)
+
+
+@needs_kernels
+@pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[4], SHAPES[6]])
+def test_gradcheck_and_gradgradcheck_through_the_registered_op(shape):
+    batch, channels, size, groups, kernel, stride, padding, dilation = shape
+    x, weight = make_inputs(1, 2 * groups, (5, 6), groups, kernel, stride, padding, dilation)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+
+    def op(a, b):
+        return involution(a, b, stride, padding, dilation, backend='cpu')
+
+    assert torch.autograd.gradcheck(op, (x, weight), fast_mode=True)
+    assert torch.autograd.gradgradcheck(op, (x, weight), fast_mode=True)
+
+
+@needs_kernels
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_auto_chooses_the_cpu_kernels_for_cpu_tensors(dtype):
+    x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1, dtype=dtype)
+    assert select_backend(x) == 'cpu'
+    assert torch.equal(involution(x, weight, 1, 1), involution(x, weight, 1, 1, backend='cpu'))
+    assert select_backend(x.to('meta')) == 'pytorch'  # shape inference keeps the reference
+
+
+class Aggregation(torch.nn.Module):
+    def forward(self, x, weight):
+        return involution(x, weight, 2, 3)
+
+
+@needs_kernels
+def test_compiles_without_graph_breaks():
+    """A fullgraph compile (one graph: a graph break would raise) runs the op, forward and backward."""
+    x, weight = make_inputs(2, 32, (9, 10), 2, 7, 2, 3, 1, dtype=torch.float32)
+    x = x.to(memory_format=torch.channels_last).requires_grad_(True)
+    weight.requires_grad_(True)
+    counter = torch._dynamo.testing.CompileCounterWithBackend('aot_eager')
+    compiled = torch.compile(Aggregation(), fullgraph=True, backend=counter)
+    results = []
+    for run in (compiled, Aggregation()):
+        out = run(x, weight)
+        results.append((out,) + torch.autograd.grad(out.square().sum(), (x, weight)))
+    assert counter.frame_count == 1
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+
+
+def test_without_the_extension_cpu_tensors_use_the_reference_and_say_so_once(monkeypatch):
+    """The extension missing (simulated): 'auto' takes the PyTorch backend, one warning names the build
+    command, and asking for 'cpu' by name is refused with the same reason."""
+    logged = []
+    monkeypatch.setattr(cpu_backend, '_MODULE', None)
+    monkeypatch.setattr(cpu_backend, 'LOAD_ERROR', "ImportError: cannot import name '_involution_cpu'")
+    monkeypatch.setattr(backends, '_RESOLVED', {})
+    monkeypatch.setattr(backends, '_ANNOUNCED', {'meta'})
+    monkeypatch.setattr(backends, '_log', lambda message, level: logged.append((message, level)))
+    x, weight = make_inputs(1, 8, (6, 6), 2, 3, 1, 1, 1, dtype=torch.float32)
+    for _ in range(2):
+        assert select_backend(x) == 'pytorch'
+        torch.testing.assert_close(involution(x, weight, 1, 1),
+                                   involution_forward(x, weight, check_inputs(x, weight, 1, 1, 1)))
+    assert len(logged) == 1
+    message, level = logged[0]
+    assert level == logging.WARNING and '\n' not in message
+    assert message.startswith("involution: cpu tensors use the 'pytorch' backend: 'cpu' cannot run (the compiled "
+                              "CPU kernels are not built or do not load (ImportError: cannot import name")
+    assert 'pip install --no-deps --no-build-isolation -e .' in message and 'cupy' not in message
+    with pytest.raises(RuntimeError, match="backend 'cpu' cannot run on this input: the compiled CPU kernels"):
+        involution(x, weight, 1, 1, backend='cpu')
+
+
+@needs_kernels
+def test_instruction_sets():
+    assert MODULE.isa() == ISAS[0] and ISAS[-1] == 'generic'
+    with pytest.raises(ValueError, match="no CPU involution kernels for 'avx9000' on this machine"):
+        MODULE.set_isa('avx9000')
+
+
+@needs_kernels
+def test_other_devices_are_refused():
+    usable, reason = cpu_backend.cpu_usable(torch.empty(1, device='meta'))
+    assert not usable and reason == 'it runs on CPU tensors only, and this one is on meta'
