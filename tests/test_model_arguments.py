@@ -219,6 +219,8 @@ def test_rednet_with_group_norm_that_fits_builds():
      'InvolutionRPNHead num_convs must be at least 1, got 0'),
     (dict(type='InvolutionFCNMaskHead', num_convs=-1), ValueError,
      'InvolutionFCNMaskHead num_convs must be at least 0, got -1'),
+    (dict(type='InvolutionFCNMaskHead', logits_init_std=-1), ValueError,
+     'InvolutionFCNMaskHead logits_init_std must be a number >= 0, or None for Kaiming, got -1'),
     (dict(type='InvolutionFCNMaskHead', in_channels=40, conv_out_channels=40), ValueError,
      r'InvolutionFCNMaskHead in_channels=40 gives its involutions \(convs\) 40 channels'),
     (dict(type='InvolutionShared4Conv1FCBBoxHead', in_channels=40, conv_out_channels=40), ValueError,

@@ -99,8 +99,9 @@ def load_pretrained(module: nn.Module, cfg: dict) -> None:
                                   f'prefix={prefix!r}{_prefix_hint(own, checkpoint)}')
     fitting = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     if not fitting:
+        tensors = len([k for k in state_dict if not k.endswith('num_batches_tracked')])
         raise CheckpointError(f'{name} init_cfg Pretrained loads nothing from {filename}: none of its '
-                              f'{len(state_dict)} tensors fits one of the {len(own)} weights of {name}'
+                              f'{tensors} tensors fits one of the {len(own)} weights of {name}'
                               f'{_prefix_hint(own, state_dict)}')
     missing = [k for k in own if k not in state_dict]
     reshaped = [k for k in own if k in state_dict and k not in fitting]
