@@ -374,11 +374,10 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
 // x[b, c, oh*s_h - p_h + i*d_h, ow*s_w - p_w + j*d_w]: a block of channels' grad_out vectors stays in
 // registers while TB taps accumulate at once.
 
-template <typename T, int CB, int TB>
+template <typename T, int CB, int TB, bool FIRST>
 static inline void correlate(const T* x_tile, i64 plane, const T* g, i64 g_plane, const i64* offsets,
-                             const i64* slots, i64 k0, T* sums) {
+                             T* const* sums, i64 k0) {
   typedef typename Vec<T>::type vec;
-  constexpr int L = Vec<T>::lanes;
   vec grads[CB];
 #pragma GCC unroll 32
   for (int c = 0; c < CB; ++c) grads[c] = vload(g + c * g_plane + k0);
@@ -391,16 +390,17 @@ static inline void correlate(const T* x_tile, i64 plane, const T* g, i64 g_plane
     for (int t = 0; t < TB; ++t) acc[t] += grads[c] * vload(x_tile + c * plane + offsets[t] + k0);
   }
 #pragma GCC unroll 16
-  for (int t = 0; t < TB; ++t) vstore(sums + slots[t] * L, vload(sums + slots[t] * L) + acc[t]);
+  for (int t = 0; t < TB; ++t) vstore(sums[t], FIRST ? acc[t] : vload(sums[t]) + acc[t]);
 }
 
-template <typename T, int CB>
+// correlate() over the taps for one block of CB channels: the first block stores its sums, the others add.
+template <typename T, int CB, bool FIRST>
 static inline void correlate_taps(const T* x_tile, i64 plane, const T* g, i64 g_plane, const i64* offsets,
-                                  const i64* slots, i64 taps, i64 k0, T* sums) {
+                                  T* const* sums, i64 taps, i64 k0) {
   i64 t = 0;
   for (; t + kTapBlock <= taps; t += kTapBlock)
-    correlate<T, CB, kTapBlock>(x_tile, plane, g, g_plane, offsets + t, slots + t, k0, sums);
-  for (; t < taps; ++t) correlate<T, CB, 1>(x_tile, plane, g, g_plane, offsets + t, slots + t, k0, sums);
+    correlate<T, CB, kTapBlock, FIRST>(x_tile, plane, g, g_plane, offsets + t, sums + t, k0);
+  for (; t < taps; ++t) correlate<T, CB, 1, FIRST>(x_tile, plane, g, g_plane, offsets + t, sums + t, k0);
 }
 
 template <typename T>
@@ -428,12 +428,16 @@ static void grad_weight_task(const Call& call, const Task& task, T* scratch) {
   pack_tile(x, call.bs, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
   pack_tile(grad, call.as, p.out_h, p.out_w, task.row0, 0, gs, g_tile);
   i64 offsets[taps_total], slots[taps_total], columns[p.k_w];
+  T* sum_ptrs[taps_total];
+  bool valid[taps_total];
   column_offsets(p, xs, columns);
   for (i64 oh = task.row0; oh < task.row1; ++oh) {
     i64 taps = 0;
     for (i64 i = 0; i < p.k_h; ++i) {
       const i64 ih = oh * p.s_h - p.p_h + i * p.d_h;
-      if (ih < 0 || ih >= p.in_h) continue;  // reads padding only: its gradient is zero
+      const bool inside = ih >= 0 && ih < p.in_h;  // else the tap reads padding only: its gradient is zero
+      for (i64 j = 0; j < p.k_w; ++j) valid[i * p.k_w + j] = inside;
+      if (!inside) continue;
       const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
       for (i64 j = 0; j < p.k_w; ++j) {
         offsets[taps] = row * xs.row_elements() + columns[j];
@@ -441,17 +445,33 @@ static void grad_weight_task(const Call& call, const Task& task, T* scratch) {
       }
     }
     const T* g_row = g_tile + (oh - task.row0) * gs.pitch;
+    T* out_row = out + oh * p.out_w;
     for (i64 k0 = 0; k0 < p.out_w; k0 += L) {
-      zero_elements(sums, taps_total * L);
-      i64 c = 0;
-      for (; c + kChannelBlock <= p.group_channels; c += kChannelBlock)
-        correlate_taps<T, kChannelBlock>(x_tile + c * xs.plane(), xs.plane(), g_row + c * gs.plane(),
-                                         gs.plane(), offsets, slots, taps, k0, sums);
-      for (; c < p.group_channels; ++c)
-        correlate_taps<T, 1>(x_tile + c * xs.plane(), xs.plane(), g_row + c * gs.plane(), gs.plane(), offsets,
-                             slots, taps, k0, sums);
+      // whole vectors are summed in place in the output, the last partial one in `sums`
       const i64 lanes = imin(L, p.out_w - k0);
-      for (i64 t = 0; t < taps_total; ++t) copy_elements(out + t * plane_w + oh * p.out_w + k0, sums + t * L, lanes);
+      const bool direct = lanes == L;
+      for (i64 t = 0; t < taps; ++t) sum_ptrs[t] = direct ? out_row + slots[t] * plane_w + k0 : sums + slots[t] * L;
+      for (i64 t = 0; t < taps_total; ++t)
+        if (!valid[t]) zero_elements(direct ? out_row + t * plane_w + k0 : sums + t * L, L);
+      i64 c = 0;
+      for (; c + kChannelBlock <= p.group_channels; c += kChannelBlock) {
+        const T* x_c = x_tile + c * xs.plane();
+        if (c == 0)
+          correlate_taps<T, kChannelBlock, true>(x_c, xs.plane(), g_row, gs.plane(), offsets, sum_ptrs, taps, k0);
+        else
+          correlate_taps<T, kChannelBlock, false>(x_c, xs.plane(), g_row + c * gs.plane(), gs.plane(), offsets,
+                                                  sum_ptrs, taps, k0);
+      }
+      for (; c < p.group_channels; ++c) {
+        const T* x_c = x_tile + c * xs.plane();
+        if (c == 0)
+          correlate_taps<T, 1, true>(x_c, xs.plane(), g_row, gs.plane(), offsets, sum_ptrs, taps, k0);
+        else
+          correlate_taps<T, 1, false>(x_c, xs.plane(), g_row + c * gs.plane(), gs.plane(), offsets, sum_ptrs,
+                                      taps, k0);
+      }
+      if (!direct)
+        for (i64 t = 0; t < taps_total; ++t) copy_elements(out_row + t * plane_w + k0, sums + t * L, lanes);
     }
   }
 }
