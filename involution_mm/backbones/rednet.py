@@ -139,8 +139,10 @@ class RedNet(BaseModule):
             that fits no weight is refused, one that fits some is reported with the counts.
 
     Raises:
-        TypeError: an argument is not of its type (for example ``depth='50'``).
-        ValueError: an argument is out of range (an unknown depth, ``frozen_stages`` beyond the stages).
+        TypeError: an argument is not of its type (for example ``depth='50'``, ``norm_cfg=None``).
+        ValueError: an argument is out of range (an unknown depth, ``frozen_stages`` beyond the stages), gives
+            an involution channels it cannot take (``stem_channels=2``), or names a norm that cannot be built
+            for every layer (``norm_cfg=dict(type='GN', num_groups=32)``: the stem involution normalises 8).
 
     Example:
         >>> import torch
