@@ -19,6 +19,7 @@ A path whose check failed is not timed ("-"). On the CPU (under ``TRITON_INTERPR
 the times mean nothing.
 """
 import argparse
+import importlib
 import os
 import sys
 from typing import Callable, List, Optional, Tuple
@@ -27,15 +28,14 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from involution_mm.ops import involution  # noqa: E402
-from involution_mm.ops import fused_involution as fused_module  # noqa: E402
-from involution_mm.ops import simam as simam_module  # noqa: E402
-from involution_mm.ops import cupy_backend  # noqa: E402
+from involution_mm.ops import cupy_backend, involution  # noqa: E402
 from involution_mm.ops.self_check import device_key, precision_mode  # noqa: E402
 from involution_mm.profiling import median_time  # noqa: E402
 from layer import LAYERS, build_pair  # noqa: E402
 from timing import machine_description  # noqa: E402
 
+fused_module = importlib.import_module('involution_mm.ops.fused_involution')  # the modules (ops exports the
+simam_module = importlib.import_module('involution_mm.ops.simam')  # functions of the same names)
 DTYPES = ('float16', 'bfloat16', 'float32')
 # (channels, size) of SimAM-ResNet-50's SimAM layers (the 3x3 conv's output of each stage's bottlenecks)
 SIMAM_LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]

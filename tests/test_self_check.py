@@ -10,6 +10,7 @@ import copy
 import importlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -410,6 +411,10 @@ CAPTURE_SCRIPT = textwrap.dedent('''
     torch.manual_seed(0)
     model = torch.nn.Sequential(Involution(64, 7), SimAM(e_lambda=0.1)).cuda().eval()
     x = torch.randn(4, 64, 28, 28, device='cuda')
+    # torch's own libraries initialised (cuDNN and cuBLAS handles), nothing of this package run
+    model[0].conv2(model[0].conv1(x))  # plain convs, BN and ReLU
+    torch.ones(8, 8, device='cuda') @ torch.ones(8, 8, device='cuda')
+    torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
@@ -436,3 +441,21 @@ def test_cuda_graph_capture_without_warm_up_in_a_fresh_process():
     assert 'run one step (forward and backward) before capturing' in proc.stdout, proc.stdout
     first, second = map(float, proc.stdout.split('max difference')[1].split())
     assert first < 1e-2 and second < 1e-2, proc.stdout
+
+
+@needs_triton
+def test_verdict_benchmark_runs(monkeypatch, capsys):
+    """benchmarks/self_check_verdict.py (cuda_checks.sh verdict; its code otherwise runs only on a GPU), on
+    one tiny shape of each path; on the CPU the CuPy op is not checked, so not timed."""
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    import self_check_verdict as verdict
+    monkeypatch.setattr(verdict, 'LAYERS', [('tiny', 16, 4, 2, 3)])
+    monkeypatch.setattr(verdict, 'SIMAM_LAYERS', [(4, 3)])
+    monkeypatch.setattr(verdict, 'OP_STAGES', [(16, 4)])
+    assert verdict.main(['--device', DEVICE.type, '--batch', '1', '--dtype', 'float32', '--repeats', '1']) == 0
+    out = capsys.readouterr().out
+    assert '| fused involution | tf32 | yes | self-check passed' in out
+    assert '| SimAM | float32 | yes | self-check passed' in out
+    assert '| CuPy op | float32 | no | it runs on CUDA tensors only' in out or DEVICE.type == 'cuda'
+    assert re.search(r'\| fused involution \| float32 \| \(1, 16, 4, 4\) tiny s2 K3 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', out)
+    assert re.search(r'\| SimAM \| float32 \| \(1, 4, 3, 3\)  \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', out)

@@ -175,13 +175,13 @@ class CheckedPath:
         return found
 
     def _decide(self, device: torch.device, dtype: torch.dtype, mode: str) -> Verdict:
+        if capturing(device):  # even the prerequisites may load a module (CuPy's probe kernel)
+            return PENDING
         runs, why = self.prerequisite(device, dtype)
         if not runs:
             return Verdict(False, why)
         if not enabled():
             return Verdict(True, f'not checked ({ENV_VAR}=0)')
-        if capturing(device):
-            return PENDING
         start = time.perf_counter()
         try:
             failure = self.check(device, dtype, mode)
@@ -233,11 +233,11 @@ class CheckedPath:
         ``first_sample_failure(result)`` (None, or what differs from the reference on the first sample).
 
         A variant whose first call failed (or raised) runs ``fallback()`` from then on, after one warning, or
-        raises a one-line RuntimeError when the path was named (``explicit``). During a CUDA-graph capture an
-        unchecked variant is neither launched nor checked: ``fallback()`` runs (``'auto'``) or an error says to
-        run one step before capturing."""
+        raises a one-line RuntimeError when the path was named (``explicit``). During a CUDA-graph capture a
+        variant not met before is neither compiled, launched nor checked (also with the checks off):
+        ``fallback()`` runs (``'auto'``) or an error says to run one step before capturing."""
         state = self.variants.get(variant, _UNCHECKED)
-        if state is None or (state is _UNCHECKED and not enabled()):
+        if state is None:
             return fast()
         if state is _UNCHECKED:
             if capturing(device):
@@ -250,6 +250,10 @@ class CheckedPath:
                                f'where it cannot be compiled or checked: the graph runs {self.fallback} for it; '
                                f'{_CAPTURE_HINT} to capture the fast kernels')
                 return fallback()
+            if not enabled():  # not checked, but known: a capture may launch it
+                result = fast()
+                self.variants[variant] = None
+                return result
             try:
                 result = fast()
                 state = first_sample_failure(result)
