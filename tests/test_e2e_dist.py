@@ -8,7 +8,9 @@ them where there is no GPU, on tiny generated data:
 - detection: a 2-process and a 1-process test of the same checkpoint give the same boxes and scores;
 - segmentation: a SyncBN config trains with 2 processes (SyncBN runs as BN, with one logged line), and the
   validation logged at the last iteration equals a 1-process test of the checkpoint saved at that iteration;
-- a process that dies: the launcher exits non-zero and leaves nothing running.
+- a process that dies: the launcher exits non-zero and leaves nothing running;
+- SyncBuffersEveryIterHook: in iteration-based training the checkpoint saved at a validation iteration holds
+  the BN statistics validation used (mmengine's SyncBuffersHook averages them after that checkpoint).
 
 The processes run one thread each (OMP_NUM_THREADS=1), also in the 1-process runs they are compared with, so
 that the same images give the same numbers bit for bit.
@@ -131,9 +133,11 @@ def test_detection_two_process_test_equals_one_process_test(tmp_path):
         out = tmp_path / f'det_{nproc}.pkl'
         log = run_command(['tools/dist_test.sh', DET, str(checkpoint), nproc, '--work-dir', str(tmp_path / nproc),
                            '--out', str(out), '--cfg-options', *cpu_run_options(str(data))], env=launcher_env())
-        metrics = re.search(r'Epoch\(test\) \[\d+/\d+\]\s+(coco/bbox_mAP: .*)', log)
-        assert metrics, log[-3000:]
-        results[nproc] = (metrics.group(1), load_results(out))
+        line = re.search(r'Epoch\(test\) \[\d+/\d+\]\s+(coco/bbox_mAP: .*)', log)
+        assert line, log[-3000:]
+        metrics = re.findall(r'(coco/\w+): ([-\d.]+)', line.group(1))
+        assert len(metrics) == 6, line.group(1)  # mAP, mAP_50, mAP_75, mAP_s, mAP_m, mAP_l
+        results[nproc] = (metrics, load_results(out))
     assert results['2'][0] == results['1'][0]
     two, one = results['2'][1], results['1'][1]
     assert len(two) == len(one) == 3 and [r['img_id'] for r in two] == [r['img_id'] for r in one]
@@ -167,6 +171,64 @@ def test_segmentation_syncbn_config_trains_with_two_cpu_processes(tmp_path):
     test = run_command(['tools/dist_test.sh', SEG, str(work / 'iter_4.pth'), '1', '--work-dir', str(tmp_path / 'test'),
                         '--cfg-options', *options], env=launcher_env())
     assert seg_metrics(test, 'test') == logged  # the checkpoint holds the statistics validation used
+
+
+def _sync_hook_worker(rank: int, port: int, hook: str, work_dir: str) -> None:
+    """One of two gloo processes: 2 iterations of iteration-based training of a conv + BN model whose ranks
+    see different data, a checkpoint and a validation at iteration 2; rank 0 saves the BN statistics that
+    validation ran with."""
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group('gloo')
+    import involution_mm  # noqa: F401  (registers the hook and the CPU wrapper)
+    from mmengine.evaluator import BaseMetric
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 1), torch.nn.BatchNorm2d(4)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.bn(self.conv(inputs)).mean()
+            return {'loss': out} if mode == 'loss' else [out]
+
+    class Count(BaseMetric):
+        def process(self, data_batch, data_samples):
+            self.results.append(0)
+
+        def compute_metrics(self, results):
+            return dict(images=len(results))
+
+    class Record(Hook):
+        def after_val_epoch(self, runner, metrics=None):
+            if rank == 0:
+                torch.save(runner.model.module.bn.running_mean.clone(), os.path.join(work_dir, 'val_mean.pt'))
+
+    # sample i is the constant i (odd ones x4): the DefaultSampler gives the ranks different values
+    data = [dict(inputs=torch.full((1, 2, 2), float(i * (1 + 3 * (i % 2))))) for i in range(8)]
+    loader = dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
+                  collate_fn=dict(type='default_collate'))
+    Runner(model=Toy(), work_dir=work_dir, train_dataloader=loader, val_dataloader=loader, val_evaluator=[Count()],
+           optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+           train_cfg=dict(by_epoch=False, max_iters=2, val_interval=2), val_cfg=dict(),
+           default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2)),
+           custom_hooks=[dict(type=hook), Record()], launcher='pytorch',
+           env_cfg=dict(dist_cfg=dict(backend='gloo')),
+           cfg=dict(model_wrapper_cfg=dict(type='CPUDistributedDataParallel', device_ids=None))).train()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('hook, same', [('SyncBuffersEveryIterHook', True),
+                                        ('SyncBuffersHook', False)])  # mmengine 0.10.7's: averaged too late
+def test_checkpoint_at_a_validation_iteration_holds_the_statistics_validation_used(tmp_path, hook, same):
+    torch.multiprocessing.spawn(_sync_hook_worker, args=(free_port(), hook, str(tmp_path)), nprocs=2)
+    from involution_mm.checkpoint import load_checkpoint_file
+    saved = load_checkpoint_file(str(tmp_path / 'iter_2.pth'))['state_dict']['bn.running_mean']
+    used = torch.load(tmp_path / 'val_mean.pt')
+    assert torch.equal(saved, used) == same, (saved, used)
 
 
 def process_table() -> Dict[int, int]:
@@ -231,9 +293,10 @@ def test_a_killed_process_stops_the_launch(tmp_path):
     reader.start()
     try:
         assert training.wait(300), ''.join(lines)[-3000:]
-        tree = descendants(launcher.pid)
-        rank1 = [pid for pid in tree if rank_of(pid) == '1' and 'involution_mm.dist_run' in cmdline(pid)]
-        assert len(rank1) == 1, tree
+        tree = descendants(launcher.pid)  # torchrun's processes (ranks) and theirs (data-loader workers)
+        ranks = [pid for pid, parent in process_table().items() if parent == launcher.pid]
+        rank1 = [pid for pid in ranks if rank_of(pid) == '1']
+        assert len(rank1) == 1 and 'involution_mm.dist_run' in cmdline(rank1[0]), tree
         os.kill(rank1[0], signal.SIGKILL)
         assert launcher.wait(timeout=120) != 0
     finally:

@@ -162,11 +162,19 @@ def test_a_config_that_does_not_parse_gives_one_line_from_the_launcher(tmp_path)
     """Through the shell scripts, as a user runs them (before: a 28-line traceback from upstream.py)."""
     config = tmp_path / 'broken.py'
     config.write_text('model = dict(\n')
-    for tool in (['tools/dist_train.sh', str(config), '2'], ['tools/dist_test.sh', str(config), RED26, '1']):
-        proc = subprocess.run(tool, cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and proc.stdout == '', proc.stderr
-        assert proc.stderr.startswith(f'error: cannot read config {config}: ') and proc.stderr.count('\n') == 1, \
-            proc.stderr
+    proc = subprocess.run(['tools/dist_train.sh', str(config), '2'], cwd=REPO, env=tool_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == '', proc.stderr
+    assert proc.stderr.startswith(f'error: cannot read config {config}: ') and proc.stderr.count('\n') == 1, \
+        proc.stderr
+
+
+def test_a_config_that_does_not_parse_is_one_line_for_tests_too(tmp_path, capsys):
+    config = tmp_path / 'broken.py'
+    config.write_text('model = dict(\n')
+    checkpoint = tmp_path / 'model.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    assert 'cannot read config' in failing_plan(capsys, ['test', '2', str(config), str(checkpoint)])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -200,16 +208,18 @@ def test_slurm_train_command(tmp_path, fake_srun):
 
 
 def test_slurm_test_command_and_defaults(tmp_path, fake_srun):
+    """The defaults, with a stand-in PYTHON whose check prints the script (the real check is run above)."""
     env, record = fake_srun
-    checkpoint = tmp_path / 'model.pth'
-    torch.save({'state_dict': {}}, checkpoint)
-    proc = subprocess.run(['tools/slurm_test.sh', 'gpu', 'test', RED26, str(checkpoint)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=tool_env(**env))
+    python = tmp_path / 'bin' / 'python'
+    python.write_text('#!/bin/sh\necho /fw/tools/test.py\n')
+    python.chmod(0o755)
+    proc = subprocess.run(['tools/slurm_test.sh', 'gpu', 'test', RED26, 'model.pth', '--out', 'r.pkl'], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env=tool_env(**env, PYTHON=str(python)))
     assert proc.returncode == 0, proc.stderr
-    lines = record.read_text().splitlines()
-    assert lines[:8] == ['MASTER_PORT=', '-p', 'gpu', '--job-name=test', '--gres=gpu:8', '--ntasks=8',
-                         '--ntasks-per-node=8', '--cpus-per-task=5']
-    assert lines[-3:] == [RED26, str(checkpoint), '--launcher=slurm']
+    assert record.read_text().splitlines() == [
+        'MASTER_PORT=', '-p', 'gpu', '--job-name=test', '--gres=gpu:8', '--ntasks=8', '--ntasks-per-node=8',
+        '--cpus-per-task=5', '--kill-on-bad-exit=1', str(python), '-u', '/fw/tools/test.py', RED26, 'model.pth',
+        '--launcher=slurm', '--out', 'r.pkl']
 
 
 @pytest.mark.parametrize('env, message', [
@@ -267,10 +277,21 @@ def test_cpu_wrapper_runs_syncbn_as_bn_with_one_logged_line(one_process_group):
 # The shipped configs
 
 def test_every_shipped_config_syncs_buffers_and_states_its_timeout():
-    configs = sorted(glob.glob(osp.join(REPO, 'configs', '*', '*.py')))
-    configs = [c for c in configs if osp.basename(osp.dirname(c)) != '_base_']
+    """Loaded: each config that inherits no config of ours of the same folder (the others inherit it, and
+    none of them sets these keys again)."""
+    import re
+    configs = [c for c in sorted(glob.glob(osp.join(REPO, 'configs', '*', '*.py'))) if '_base_' not in c]
     assert len(configs) > 30
+    roots = []
     for config in configs:
+        with open(config) as f:
+            text = f.read()
+        if re.search(r"^_base_ = '\./", text, re.MULTILINE):
+            assert not re.search(r'^(custom_hooks|env_cfg) =', text, re.MULTILINE), config
+        else:
+            roots.append(config)
+    assert len(roots) == 10
+    for config in roots:
         cfg = Config.fromfile(config, import_custom_modules=False)
-        assert [h['type'] for h in cfg.get('custom_hooks', [])] == ['SyncBuffersEveryIterHook'], config
+        assert [h['type'] for h in cfg.custom_hooks] == ['SyncBuffersEveryIterHook'], config
         assert cfg.env_cfg.dist_cfg.timeout == 1800, config
