@@ -1,7 +1,8 @@
 """involution-mm: the involution operator, RedNet and SimAM as OpenMMLab 2.x plugins.
 
 ``import involution_mm`` (or ``custom_imports = dict(imports=['involution_mm'])`` in a config) makes
-checkpoint loading safe under torch's weights-only unpickler and registers our models into the registries
+checkpoint loading safe under torch's weights-only unpickler, makes Runners refuse a checkpoint that leaves
+model weights unloaded, and registers our models into the registries
 of each installed framework among mmpretrain, mmdet and mmsegmentation.
 
 The operator (``involution_mm.ops``) needs torch alone; with mmengine and mmcv missing, only it is loaded.
@@ -21,9 +22,10 @@ def _has(package: str) -> bool:
 
 
 def _set_up_openmmlab() -> None:
-    from .checkpoint import allow_checkpoint_globals, install_safe_local_loader
+    from .checkpoint import allow_checkpoint_globals, install_checkpoint_coverage_check, install_safe_local_loader
     allow_checkpoint_globals()
     install_safe_local_loader()
+    install_checkpoint_coverage_check()
     from . import engine  # noqa: F401  (registers the buffer-sync hook and the CPU model wrapper)
     for framework, adapter in _ADAPTERS.items():
         if _has(framework):  # only a framework that is not installed is skipped

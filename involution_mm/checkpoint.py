@@ -6,13 +6,18 @@ its ``message_hub``) fails to load. Instead of switching weights-only loading of
 malicious ``.pth`` run code, we allow-list exactly the harmless types such checkpoints contain, and make
 mmengine's local-file loader explain a refusal instead of advising to disable the protection.
 """
+import functools
 import importlib
+import logging
 import os.path as osp
 import pickle
 import re
-from typing import Any, List, Optional
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
+from mmengine.hooks import Hook
 
 from .user_errors import MissingFileError, UserError
 
@@ -83,7 +88,9 @@ def _format_problem(filename: str) -> Optional[str]:
         head = file.read(512)
     if not head:
         return 'it is empty'
-    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_MAGIC):
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_problem(filename)
+    if head.startswith(_LEGACY_MAGIC):
         return None
     if head[0] == 0x80:  # the PROTO opcode that starts every binary pickle
         return 'it is a plain pickle (pickle.dump), not a torch.save file, and was not unpickled since ' \
@@ -91,6 +98,19 @@ def _format_problem(filename: str) -> Optional[str]:
     if all(byte in _TEXT_BYTES for byte in head):
         return 'it is a text file'
     return 'it is in neither of the formats torch.save writes'
+
+
+def _zip_problem(filename: str) -> Optional[str]:
+    """Why a zip archive is not a torch.save file (which holds ``<folder>/data.pkl``); None if it may be one,
+    or if it cannot be read as a zip (a truncated checkpoint: torch.load says so)."""
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(name == 'data.pkl' or name.endswith('/data.pkl') for name in names):
+        return None
+    return f'it is a zip archive of {len(names)} files without the data.pkl that torch.save writes'
 
 
 def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
@@ -150,6 +170,15 @@ def _first_line(err: Exception) -> str:
     return line.split('. ')[0]  # the first sentence; torch goes on with advice
 
 
+def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths: :func:`load_checkpoint_file`.
+
+    mmengine logs ``Loads checkpoint by <loader name minus 'load_from_'> backend``, so this name makes it
+    read ``Loads checkpoint by local_weights_only backend from path: X``.
+    """
+    return load_checkpoint_file(filename, map_location)
+
+
 def install_safe_local_loader() -> None:
     """Route mmengine's local-file checkpoint loading through :func:`load_checkpoint_file`.
 
@@ -158,4 +187,126 @@ def install_safe_local_loader() -> None:
     ``tools/test.py``, ``load_from`` and ``init_cfg=dict(type='Pretrained')`` all load safely.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=load_checkpoint_file, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Which weights of a model a checkpoint leaves unloaded.
+
+# Buffers that a checkpoint may lack without harm: BN's batch counter (files from torch < 0.4.1 have none).
+_OPTIONAL_KEY = re.compile(r'(^|\.)num_batches_tracked$')
+
+
+@dataclass
+class StateDictFit:
+    """How a state dict fits a model: the model's keys it lacks, its keys the model lacks, and the keys
+    whose tensors have another shape (``(key, shape in the file, shape in the model)``)."""
+    total: int
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mis_shaped: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def unloaded(self) -> List[str]:
+        """The model's keys that loading leaves as they were: missing or of another shape."""
+        return self.missing + [key for key, _, _ in self.mis_shaped]
+
+    def describe_unloaded(self, shown: int = 3) -> str:
+        """``'137 of the model's 318 tensors unloaded: 130 missing (a, b, c, ...), 7 of another shape (k: (4,
+        2048) in the file, (1000, 2048) in the model, ...)'`` on one line."""
+
+        def listing(items: List[str]) -> str:
+            return ', '.join(items[:shown]) + (', ...' if len(items) > shown else '')
+
+        parts = []
+        if self.missing:
+            parts.append(f'{len(self.missing)} missing ({listing(self.missing)})')
+        if self.mis_shaped:
+            parts.append(f'{len(self.mis_shaped)} of another shape (' + listing(
+                [f'{key}: {tuple(got)} in the file, {tuple(want)} in the model' for key, got, want in self.mis_shaped])
+                + ')')
+        return f'{len(self.unloaded)} of the model\'s {self.total} tensors unloaded: ' + ', '.join(parts)
+
+
+def state_dict_fit(model_state: Mapping[str, torch.Tensor], loaded: Mapping[str, Any]) -> StateDictFit:
+    """Compare a loaded state dict with a model's (``model.state_dict()``), keys and shapes.
+
+    A missing ``num_batches_tracked`` is not counted (loading keeps the model's counter, which only BN's
+    momentum-free mode reads).
+    """
+    fit = StateDictFit(total=sum(1 for key in model_state if not _OPTIONAL_KEY.search(key)))
+    for key, value in model_state.items():
+        if key not in loaded:
+            if not _OPTIONAL_KEY.search(key):
+                fit.missing.append(key)
+        elif isinstance(loaded[key], torch.Tensor) and loaded[key].shape != value.shape:
+            fit.mis_shaped.append((key, tuple(loaded[key].shape), tuple(value.shape)))
+    fit.unexpected = [key for key in loaded if key not in model_state]
+    return fit
+
+
+# The config key that lets a run load a checkpoint that leaves model weights unloaded.
+PARTIAL_LOAD_KEY = 'allow_partial_checkpoint'
+
+
+def checkpoint_state_dict(checkpoint: Any, revise_keys=((r'^module\.', ''), )) -> dict:
+    """The state dict of a loaded checkpoint as mmengine's Runner applies it (``state_dict`` entry or the
+    whole dict, with ``revise_keys`` applied: by default the ``module.`` prefix of DataParallel removed)."""
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = state if isinstance(state, dict) else {}
+    for pattern, replacement in revise_keys:
+        state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+    return state
+
+
+class CheckpointCoverageHook(Hook):
+    """Refuses a checkpoint that leaves model weights unloaded in a Runner's ``load_checkpoint``.
+
+    mmengine's Runner loads ``load_from``, the checkpoint of ``tools/test.py`` and ``--resume`` with
+    ``strict=False``: keys the file lacks, and tensors of another shape, are skipped with a warning in the
+    log, so testing with another model's checkpoint reports a plausible score of a half-random network.
+    This hook runs at ``after_load_checkpoint`` (before the weights are copied into the model) and raises
+    :class:`CheckpointError` naming how many and which weights would stay unloaded, unless the config sets
+    ``allow_partial_checkpoint = True`` (fine-tuning with a new head), when it logs what is skipped.
+    :func:`install_checkpoint_coverage_check` adds it to every Runner.
+    """
+    priority = 'LOWEST'  # after other hooks (e.g. EMAHook) changed the checkpoint
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mmengine.logging import print_log
+        from mmengine.model import is_model_wrapper
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        fit = state_dict_fit(model.state_dict(), checkpoint_state_dict(checkpoint))
+        if not fit.unloaded:
+            return
+        source = getattr(runner, '_involution_mm_loading', 'the checkpoint')
+        if runner.cfg.get(PARTIAL_LOAD_KEY, False):
+            print_log(f'{source} is loaded partially ({PARTIAL_LOAD_KEY}=True): it leaves '
+                      f'{fit.describe_unloaded()}', logger='current', level=logging.WARNING)
+            return
+        raise CheckpointError(
+            f'{source} leaves {fit.describe_unloaded()}; it is probably the checkpoint of another model or '
+            f'config. To load it anyway (fine-tuning with a new head), set {PARTIAL_LOAD_KEY}=True in the '
+            f'config or pass --cfg-options {PARTIAL_LOAD_KEY}=True')
+
+
+def install_checkpoint_coverage_check() -> None:
+    """Make mmengine's ``Runner.load_checkpoint`` (test runs, ``load_from``, resume) run
+    :class:`CheckpointCoverageHook`, registering it into each Runner the first time that loads a file."""
+    from mmengine.runner import Runner
+    original = Runner.load_checkpoint
+    if getattr(original, '_involution_mm_checks_coverage', False):
+        return
+
+    @functools.wraps(original)
+    def load_checkpoint(self, filename, *args, **kwargs):
+        if not any(isinstance(hook, CheckpointCoverageHook) for hook in self._hooks):
+            self.register_hook(CheckpointCoverageHook(), priority=CheckpointCoverageHook.priority)
+        self._involution_mm_loading = filename
+        try:
+            return original(self, filename, *args, **kwargs)
+        finally:
+            del self._involution_mm_loading
+
+    load_checkpoint._involution_mm_checks_coverage = True
+    Runner.load_checkpoint = load_checkpoint

@@ -20,6 +20,7 @@ Either way the optimizer state is dropped, ``meta`` keeps only plain data (``CLA
 ``tools/model_converters/convert_checkpoint.py`` (or ``python -m involution_mm.convert``) is the command line.
 """
 import argparse
+import io
 import os
 import os.path as osp
 import re
@@ -32,14 +33,24 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint_file
+from .checkpoint import load_checkpoint_file
 from .output_files import check_output_path, written_atomically
+from .user_errors import ToolWarning, UserError, run_tool
 
 StateDict = Dict[str, torch.Tensor]
 
 
-class ConversionError(ValueError):
-    """A checkpoint that does not match the layout it is converted from."""
+class ConversionError(UserError, ValueError):
+    """A checkpoint that does not match the layout it is converted from, or a conversion that was not
+    asked for properly."""
+
+
+class UnknownConversionError(UserError, KeyError):
+    """No conversion of that model to that framework (see ``--list``)."""
+
+
+class ConversionWarning(ToolWarning):
+    """Something converted only because the user asked for it (``--allow-nonfinite``)."""
 
 
 @dataclass(frozen=True)
@@ -283,14 +294,21 @@ def save_atomically(obj: Any, path: str, force: bool = False) -> None:
     """``torch.save`` to ``path`` through a temporary file beside it, so no partial file is ever left, also
     on Ctrl-C or SIGTERM (see :func:`~involution_mm.output_files.written_atomically`).
 
+    The checkpoint is serialised in memory first and then written with plain file writes, so that a full
+    disk or the file size limit is reported as such (torch's own writer reports ``unexpected pos``).
+
     Raises:
-        OutputPathError: ``path`` cannot be written (a folder, a missing, read-only or non-folder parent).
-        FileExistsError: ``path`` exists and ``force`` is False.
+        OutputPathError: ``path`` cannot be written (a folder, a missing, read-only or non-folder parent, a
+            full disk, ``ulimit -f``).
+        OutputExistsError: ``path`` exists and ``force`` is False, checked first and again, atomically,
+            when the file is put in place (a ``FileExistsError``).
     """
     path = check_output_path(path, 'file', overwrite=force)
-    with written_atomically(path) as temporary:
+    with written_atomically(path, overwrite=force) as temporary:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
         with open(temporary, 'wb') as file:
-            torch.save(obj, file)
+            file.write(buffer.getbuffer())
             file.flush()
             os.fsync(file.fileno())
 
@@ -327,18 +345,19 @@ def convert_checkpoint(src: str,
         str: A one-line summary.
 
     Raises:
-        KeyError: no conversion for ``(model, target)``.
-        ValueError: neither or both of ``model`` and ``config`` given.
+        UnknownConversionError: no conversion for ``(model, target)`` (a ``KeyError``).
+        ConversionError: neither or both of ``model`` and ``config`` given.
         OutputPathError: ``dst`` cannot be written (checked before reading ``src``).
-        FileExistsError: ``dst`` exists and ``force`` is False (checked before reading ``src``).
-        FileNotFoundError, CheckpointError, ConversionError: ``src`` is missing, unreadable or does not
+        OutputExistsError: ``dst`` exists and ``force`` is False (checked before reading ``src``).
+        ConfigError: ``config`` cannot be read or its model cannot be built.
+        MissingFileError, CheckpointError, ConversionError: ``src`` is missing, unreadable or does not
             match, or holds NaN or inf and ``allow_nonfinite`` is False; nothing is written.
     """
     if (model is None) == (config is None):
-        raise ValueError('give either a model (--model, a layout that needs renaming) or a config '
+        raise ConversionError('give either a model (--model, a layout that needs renaming) or a config '
                          '(--config, a file in the official layout of that config\'s model)')
     if model is not None and (model, target) not in CONVERSIONS:
-        raise KeyError(f'no conversion of {model!r} to {target!r}; available: '
+        raise UnknownConversionError(f'no conversion of {model!r} to {target!r}; available: '
                        + ', '.join(f'{m} --to {t}' for m, t in CONVERSIONS))
     check_output_path(dst, 'file', overwrite=force)
     conversion = config_conversion(config) if config is not None else CONVERSIONS[model, target]
@@ -355,7 +374,7 @@ def convert_checkpoint(src: str,
         if not allow_nonfinite:
             raise ConversionError(f'{src} is damaged: {listing}. A model loaded from it outputs NaN; pass '
                                   '--allow-nonfinite to convert it anyway. Nothing was written.')
-        warnings.warn(f'{src}: {listing}; converting it since --allow-nonfinite was given')
+        warnings.warn(f'{src}: {listing}; converting it since --allow-nonfinite was given', ConversionWarning)
     meta = dict(plain_meta(released_meta), converted_from=osp.basename(src), source_layout=conversion.source,
                 target=conversion.target)
     if model is not None:
@@ -364,7 +383,8 @@ def convert_checkpoint(src: str,
     return f'{src} -> {dst}: {len(converted)} tensors, {conversion.target}'
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def convert_main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; raises user errors (see :func:`main`)."""
     parser = argparse.ArgumentParser(
         description='Convert a released checkpoint into a checkpoint of an involution_mm model. The input is '
         'loaded weights-only; it is converted only if its keys and shapes match the model exactly, and the '
@@ -392,22 +412,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if not (args.src and args.dst and (args.model or args.config)):
         parser.error('SRC, DST and --config or --model are required (see --list for the models)')
+    caught = []
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
+            warnings.simplefilter('always', ConversionWarning)
             summary = convert_checkpoint(args.src, args.dst, args.model, args.to, args.force, args.config,
                                          args.allow_nonfinite)
-        for warning in caught:
-            print(f'warning: {warning.message}', file=sys.stderr)
-        print(summary)
-    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError) as err:
-        message = err.args[0] if isinstance(err, KeyError) else str(err)
-        print(f'error: {message}', file=sys.stderr)  # ValueError: ConversionError and OutputPathError
-        return 1
-    except KeyboardInterrupt:
-        print('interrupted; nothing was written', file=sys.stderr)
-        return 130
+    finally:
+        for warning in caught:  # ours as the tool's own lines; other libraries' as Python shows them
+            if issubclass(warning.category, ConversionWarning):
+                print(f'warning: {warning.message}', file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    print(summary)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``tools/model_converters/convert_checkpoint.py``: user errors give one ``error:`` line (a listing
+    for keys that do not match) and exit status 2, Ctrl-C exit status 130."""
+    return run_tool(convert_main, argv, interrupted='interrupted; nothing was written')
 
 
 if __name__ == '__main__':

@@ -72,7 +72,8 @@ def config_framework(config: str) -> str:
 def build_model_from_config(config: str, cfg_options: dict = None):
     """Build the model of a config through its framework's registry, in eval mode, on the CPU.
 
-    SyncBN becomes BN (it cannot run outside a process group); no weights are initialised or loaded.
+    SyncBN becomes BN (it cannot run outside a process group); no weights are initialised or loaded. A
+    top-level ``data_preprocessor`` (mmpretrain's configs) becomes the model's, as mmengine's Runner does it.
 
     Returns:
         tuple: ``(model, scope)``, the model and the config's ``default_scope``.
@@ -89,8 +90,11 @@ def build_model_from_config(config: str, cfg_options: dict = None):
     cfg = load_model_config(config, cfg_options)
     scope = cfg.default_scope
     init_default_scope(scope)
+    model_cfg = cfg.model
+    if cfg.get('data_preprocessor') is not None:  # a top-level one (mmpretrain's configs), as the Runner does
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     try:
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+        model = importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)
     except (KeyError, TypeError, ValueError, AssertionError) as err:
         # an unknown type (the registry's KeyError) or arguments a constructor refuses: the config's fault
         raise ConfigError(f'cannot build the model of {config}: {one_line(err)}') from None

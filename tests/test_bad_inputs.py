@@ -222,7 +222,7 @@ def resnet18_file(tmp_path_factory):
 
 def convert_error(capsys, *args) -> str:
     """Run the converter, which must fail; returns its one error line."""
-    assert convert_main([str(a) for a in args]) == 1
+    assert convert_main([str(a) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1, err
     return err
@@ -328,13 +328,16 @@ def get_flops():
     (REDNET26, ['--shape', '0'], '--shape takes one or two positive sizes (height [width]), got 0'),
     (REDNET26, ['--shape', '-224', '224'], 'got -224 224'),
     (REDNET26, ['--shape', '1', '224', '224'], 'got 1 224 224'),
+    (REDNET26, ['--cfg-options', 'model.backbone.depth=50.0'], 'RedNet depth must be an int'),
+    (REDNET26, ['--cfg-options', 'model.backbone.type=RedNt'], 'RedNt is not in the mmpretrain::model registry'),
+    (REDNET26, ['--cfg-options', 'model.backbone.out_indices=(7,)'], 'cannot build the model of'),
 ])
 def test_get_flops_refuses_bad_configs_and_shapes(tmp_path, capsys, get_flops, config, options, message):
     (tmp_path / 'no_model.py').write_text("default_scope = 'mmpretrain'\n")
     (tmp_path / 'no_scope.py').write_text("model = dict(type='ImageClassifier')\n")
     (tmp_path / 'broken.py').write_text("model = dict(\n")
     config = osp.join(REPO, config) if config == REDNET26 else str(tmp_path / config)
-    assert get_flops.main([config, *options]) == 1
+    assert get_flops.main([config, *options]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
 

@@ -78,3 +78,75 @@ def test_truncated_and_missing_files(tmp_path):
         load_checkpoint_file(str(truncated))
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         load_checkpoint_file(str(tmp_path / 'nowhere.pth'))
+
+
+def test_a_zip_that_is_not_a_checkpoint_is_called_so(tmp_path):
+    import zipfile
+    path = tmp_path / 'photos.pth'
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.writestr('holiday.txt', 'not weights')
+    with pytest.raises(CheckpointError, match='photos.pth is not a PyTorch checkpoint: it is a zip archive of 1 '
+                       'files without the data.pkl that torch.save writes'):
+        load_checkpoint_file(str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Test runs, load_from and resume (mmengine's Runner.load_checkpoint) refuse a checkpoint that leaves model
+# weights unloaded.
+
+def _classifier(num_classes: int = 4):
+    from mmpretrain.registry import MODELS
+    return MODELS.build(dict(type='ImageClassifier', _scope_='mmpretrain', backbone=dict(type='RedNet', depth=26),
+                             neck=dict(type='GlobalAveragePooling'),
+                             head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=2048)))
+
+
+@pytest.fixture(scope='module')
+def classifier_checkpoints(tmp_path_factory):
+    """A 4-class RedNet-26 classifier's checkpoint, one of a 10-class head, and one lacking a stage."""
+    folder = tmp_path_factory.mktemp('checkpoints')
+    state = _classifier(4).state_dict()
+    torch.save({'state_dict': state}, folder / 'four.pth')
+    torch.save({'state_dict': _classifier(10).state_dict()}, folder / 'ten.pth')
+    torch.save({'state_dict': {k: v for k, v in state.items() if not k.startswith('backbone.layer4.')}},
+               folder / 'no_layer4.pth')
+    return folder
+
+
+def _runner(tmp_path, **cfg):
+    from mmengine.runner import Runner
+    return Runner(model=_classifier(4), work_dir=str(tmp_path / 'work'), cfg=dict(cfg), default_scope='mmpretrain')
+
+
+def test_a_test_run_refuses_another_models_checkpoint(tmp_path, classifier_checkpoints):
+    runner = _runner(tmp_path)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"ten.pth leaves 2 of the model's 211 tensors unloaded: 2 of "
+                       r'another shape \(head.fc.weight: \(10, 2048\) in the file, \(4, 2048\) in the model, '
+                       r'head.fc.bias: \(10,\) in the file, \(4,\) in the model\); .*'
+                       r'--cfg-options allow_partial_checkpoint=True$'):
+        runner.load_checkpoint(str(classifier_checkpoints / 'ten.pth'))
+    with pytest.raises(CheckpointError, match=r"no_layer4.pth leaves 26 of the model's 211 tensors unloaded: 26 "
+                       r'missing \(backbone.layer4.0.conv1.weight, backbone.layer4.0.bn1.weight, '
+                       r'backbone.layer4.0.bn1.bias, ...\); it is probably the checkpoint of another') as error:
+        runner.load_checkpoint(str(classifier_checkpoints / 'no_layer4.pth'))
+    assert '\n' not in str(error.value)
+    assert all(torch.equal(before[k], v) for k, v in runner.model.state_dict().items())  # nothing was loaded
+    runner.load_checkpoint(str(classifier_checkpoints / 'four.pth'))  # a fitting one loads
+    want = torch.load(classifier_checkpoints / 'four.pth')['state_dict']
+    assert all(torch.equal(want[k], v) for k, v in runner.model.state_dict().items())
+
+
+def test_fine_tuning_with_a_new_head_loads_the_rest_and_says_what_was_skipped(tmp_path, classifier_checkpoints,
+                                                                               capsys):
+    runner = _runner(tmp_path, allow_partial_checkpoint=True)
+    head = runner.model.head.fc.weight.detach().clone()
+    runner.load_checkpoint(str(classifier_checkpoints / 'ten.pth'))
+    ten = torch.load(classifier_checkpoints / 'ten.pth')['state_dict']
+    assert torch.equal(runner.model.backbone.stem[0].conv.weight, ten['backbone.stem.0.conv.weight'])
+    assert torch.equal(runner.model.head.fc.weight, head)  # the new head keeps its initialisation
+    from mmengine.logging import MMLogger
+    log = open(MMLogger.get_current_instance().log_file).read()
+    assert "ten.pth is loaded partially (allow_partial_checkpoint=True): it leaves 2 of the model's 211" in log
+    # our loader, named so that mmengine's line (printed, not logged) reads right
+    assert 'Loads checkpoint by local_weights_only backend from path' in capsys.readouterr().out

@@ -154,7 +154,7 @@ def test_command_line_writes_and_keeps_an_existing_output(tmp_path, resnet18):
     assert dst.is_file() and 'simam-resnet18' in out
     assert oct(dst.stat().st_mode & 0o777) != oct(0o600)  # not the temporary file's private mode
     written = dst.read_bytes()
-    assert main([src, str(dst), '--model', 'simam-resnet18']) == 1  # exists: kept
+    assert main([src, str(dst), '--model', 'simam-resnet18']) == 2  # exists: kept
     assert dst.read_bytes() == written
     assert main([src, str(dst), '--model', 'simam-resnet18', '--force']) == 0
     assert leftovers(dst.parent) == []
@@ -186,7 +186,7 @@ def test_wrong_files_are_refused_and_nothing_is_written(tmp_path, resnet18, caps
     out.mkdir()
     for name, expected in _wrong_files(tmp_path, resnet18).items():
         dst = out / f'{name}-converted.pth'
-        assert main([str(tmp_path / f'{name}.pth'), str(dst), '--model', 'simam-resnet18']) == 1, name
+        assert main([str(tmp_path / f'{name}.pth'), str(dst), '--model', 'simam-resnet18']) == 2, name
         error = capsys.readouterr().err
         assert error.startswith('error: ') and all(part in error for part in expected), (name, error)
         assert not dst.exists() and leftovers(out) == []
@@ -217,3 +217,101 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         save_atomically({'a': torch.zeros(1)}, str(tmp_path / 'out.pth'))
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output paths and writing (issue 24): refused in one line, never replaced without --force.
+
+def _convert_error(capsys, *args) -> str:
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    return err
+
+
+def test_a_dangling_symlink_is_not_replaced_without_force(tmp_path, capsys, resnet18):
+    _, src = resnet18
+    link = tmp_path / 'link.pth'
+    link.symlink_to(tmp_path / 'gone.pth')
+    assert 'link.pth exists; pass --force to overwrite it' in _convert_error(capsys, src, link, '--model',
+                                                                            'simam-resnet18')
+    assert link.is_symlink() and os.readlink(link) == str(tmp_path / 'gone.pth')
+    assert main([src, str(link), '--model', 'simam-resnet18', '--force']) == 0
+    assert link.is_file() and not link.is_symlink() and not (tmp_path / 'gone.pth').exists()
+
+
+def test_a_file_path_ending_in_a_slash_is_refused(tmp_path, capsys, resnet18):
+    _, src = resnet18
+    err = _convert_error(capsys, src, f'{tmp_path}/newdir/', '--model', 'simam-resnet18')
+    assert f'cannot write {tmp_path}/newdir/: a path ending in "/" names a folder' in err
+    assert f'mkdir -p {tmp_path}/newdir/' in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_of_two_writers_of_one_new_output_one_is_refused(tmp_path):
+    """The output is put in place with a hard link, which fails if another conversion took the name since
+    the first check: the other's file is kept and this one is refused."""
+    from involution_mm.output_files import OutputExistsError, written_atomically
+    out = tmp_path / 'x.pth'
+    with pytest.raises(OutputExistsError, match='x.pth exists; pass --force to overwrite it'):
+        with written_atomically(str(out), overwrite=False) as temporary:
+            with open(temporary, 'w') as file:
+                file.write('mine')
+            out.write_text('the other conversion')  # finished first
+    assert out.read_text() == 'the other conversion' and os.listdir(tmp_path) == ['x.pth']
+    with written_atomically(str(tmp_path / 'y.pth'), overwrite=False) as temporary:
+        with open(temporary, 'w') as file:
+            file.write('alone')
+    assert (tmp_path / 'y.pth').read_text() == 'alone' and sorted(os.listdir(tmp_path)) == ['x.pth', 'y.pth']
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, resnet18):
+    """ulimit -f, as a full disk: torch's writer would say 'unexpected pos'; the tool says what happened."""
+    import resource
+    import subprocess
+    import sys
+    _, src = resnet18
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    out = tmp_path / 'out'
+    out.mkdir()
+    proc = subprocess.run([sys.executable, 'tools/model_converters/convert_checkpoint.py', src, str(out / 'x.pth'),
+                           '--model', 'simam-resnet18'], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=300, preexec_fn=limit_file_size)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'error: cannot write {out / "x.pth"}: the file would exceed the file size limit (ulimit -f); raise the '
+        'limit or write elsewhere; nothing was written')
+    assert os.listdir(out) == []
+
+
+def test_other_libraries_warnings_are_not_printed_as_the_tools_own(tmp_path, capsys, recwarn, resnet18, monkeypatch):
+    """Only the converter's own warnings become ``warning:`` lines; another library's is shown as Python shows
+    warnings (here recorded by pytest), under its own category and place."""
+    import warnings
+
+    import involution_mm.convert as convert
+    _, src = resnet18
+    read = convert.read_checkpoint
+
+    def read_with_a_warning(path):
+        warnings.warn('pkg_resources is deprecated as an API', UserWarning)
+        return read(path)
+
+    monkeypatch.setattr(convert, 'read_checkpoint', read_with_a_warning)
+    assert main([src, str(tmp_path / 'x.pth'), '--model', 'simam-resnet18']) == 0
+    assert 'warning: pkg_resources' not in capsys.readouterr().err
+    assert any(w.category is UserWarning and 'pkg_resources is deprecated as an API' in str(w.message)
+               and w.filename == __file__ for w in recwarn)
+
+
+def test_a_config_whose_model_cannot_be_built_is_one_line(tmp_path, capsys, resnet18):
+    _, src = resnet18
+    config = tmp_path / 'bad_depth.py'
+    config.write_text(f"_base_ = ['{REPO}/configs/rednet/rednet26_64xb32-warmup-coslr-130e_in1k.py']\n"
+                      "model = dict(backbone=dict(depth=50.0))\n")
+    err = _convert_error(capsys, src, tmp_path / 'x.pth', '--config', config)
+    assert f'cannot build the model of {config}: ' in err and 'RedNet depth must be an int' in err
+    assert not (tmp_path / 'x.pth').exists()

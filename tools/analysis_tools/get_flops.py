@@ -13,11 +13,15 @@ upsampling and the involution aggregation (see docs/model_zoo.md for the convent
 """
 import argparse
 import importlib
+import os.path as osp
 import sys
 from typing import Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import DictAction
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # run from a checkout without install
+from involution_mm.user_errors import UserError, run_tool  # noqa: E402
 
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 1024)}
 
@@ -45,16 +49,20 @@ def data_samples_for(scope: str, shape):
     return [sample]
 
 
+class ShapeError(UserError, ValueError):
+    """A ``--shape`` that is not one or two positive sizes."""
+
+
 def checked_shape(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     """``--shape`` as (height, width): one value means a square.
 
     Raises:
-        ValueError: not one or two values, or a value that is not positive.
+        ShapeError: not one or two values, or a value that is not positive (a ``ValueError``).
     """
     if values is None:
         return None
     if len(values) not in (1, 2) or any(v <= 0 for v in values):
-        raise ValueError(f'--shape takes one or two positive sizes (height [width]), got '
+        raise ShapeError(f'--shape takes one or two positive sizes (height [width]), got '
                          f'{" ".join(map(str, values))}')
     return tuple(values * 2)[:2]
 
@@ -63,7 +71,8 @@ def complexity_of_config(config: str, shape=None, cfg_options=None) -> dict:
     """Build the config's model and measure it; returns the dict of ``model_complexity`` plus ``shape``.
 
     Raises:
-        ConfigError: the config is missing, unreadable, or has no model or framework scope.
+        ConfigError: the config is missing or unreadable, has no model or framework scope, or its model
+            cannot be built.
     """
     from involution_mm.complexity import model_complexity
     from involution_mm.upstream import build_model_from_config
@@ -75,23 +84,14 @@ def complexity_of_config(config: str, shape=None, cfg_options=None) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def flops_main(argv=None) -> int:
+    """The command line; raises user errors (see :func:`main`)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs='+', help='input height and width (one value: square)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     args = parser.parse_args(argv)
-    from involution_mm.upstream import ConfigError
-    try:
-        shape = checked_shape(args.shape)
-    except ValueError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    try:
-        result = complexity_of_config(args.config, shape, args.cfg_options)
-    except ConfigError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    result = complexity_of_config(args.config, checked_shape(args.shape), args.cfg_options)
     print(f'Input shape: (3, {result["shape"][0]}, {result["shape"][1]})')
     print(f'Params: {result["params"] / 1e6:.2f} M (trainable: {result["trainable_params"] / 1e6:.2f} M)')
     print(f'FLOPs: {result["flops"] / 1e9:.2f} G (multiply-accumulates)')
@@ -101,6 +101,13 @@ def main(argv=None) -> int:
         print('Not counted (no FLOP handle; elementwise or index ops): ' +
               ', '.join(f'{op} x{n}' for op, n in sorted(result['uncounted'].items())))
     return 0
+
+
+
+def main(argv=None) -> int:
+    """The tool: user errors (config, model building, ``--shape``) give one ``error:`` line and exit status
+    2; Ctrl-C exit status 130."""
+    return run_tool(flops_main, argv)
 
 
 if __name__ == '__main__':

@@ -90,7 +90,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def main(argv=None) -> int:
+def demo_data_main(argv=None) -> int:
+    """The command line; raises user errors (see :func:`main`)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('kind', choices=FORMATS, help='dataset format')
     parser.add_argument('out_dir', help='folder to write (a folder this tool wrote before is replaced)')
@@ -106,5 +107,12 @@ def main(argv=None) -> int:
     return 0
 
 
+
+def main(argv=None) -> int:
+    """The tool: an output-path problem gives one ``error:`` line and exit status 2, Ctrl-C exit status 130
+    (nothing is left behind)."""
+    return run_tool(demo_data_main, argv, interrupted='interrupted; nothing was written')
+
+
 if __name__ == '__main__':
-    sys.exit(run_tool(main, interrupted='interrupted; nothing was written'))
+    sys.exit(main())
