@@ -161,6 +161,19 @@ def test_kernel_gradient_offsets_are_64_bit():
     assert not got.isnan().any()
 
 
+def test_offsets_within_a_sample_beyond_32_bits_run_unfused():
+    """The kernels index within a sample of x, r and the output in 32 bits: a larger sample is refused (the
+    reference runs it), a large batch of small samples is not."""
+    from involution_mm.ops.fused_involution import _kernels_take
+    small_samples = torch.empty(2**12, 16, 2**8, 2**8, device='meta')  # 2**32 values, 2**20 a sample
+    assert _kernels_take(small_samples, torch.empty(2**12, 4, 2**8, 2**8, device='meta')) == (True, '')
+    huge = torch.empty(1, 16, 2**14, 2**13 + 1, device='meta')  # offsets up to 2**31 + 16 * 2**14 - 1
+    takes, why = _kernels_take(huge, torch.empty(1, 4, 2**14, 2**13 + 1, device='meta'))
+    assert not takes and why == f'offsets within a sample reach {16 * 2**14 * (2**13 + 1) - 1}, beyond 32-bit indices'
+    wide_output = torch.empty(1, 16, 2**14, 2**13 + 1, device='meta')[:, :, ::2, ::2]  # a view: small, but the large strides
+    assert not _kernels_take(wide_output, torch.empty(1, 4, 2**13, 2**12 + 1, device='meta'))[0]
+
+
 # The self-check: the real kernels pass, wrong ones fail
 
 

@@ -251,6 +251,9 @@ def _kernels_take(x: torch.Tensor, r: torch.Tensor) -> Tuple[bool, str]:
     """Whether the kernels take these tensors: 32-bit offsets within a sample of ``x``, ``r`` and the output
     (``C * Ho * Wo`` values)."""
     out_values = x.shape[1] * r.shape[2] * r.shape[3]
+    if out_values < _INDEX_LIMIT and all(t.untyped_storage().nbytes() < _INDEX_LIMIT * t.element_size()
+                                         for t in (x, r)):
+        return True, ''  # no offset reaches 2**31 in storages this small (the common case, checked cheaply)
     largest = max([out_values - 1] + [sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:]))
                                       for t in (x, r)])
     if largest >= _INDEX_LIMIT:
