@@ -125,14 +125,25 @@ def free_port() -> int:
 
 
 def _script_options(args: Sequence[str]) -> argparse.Namespace:
-    """The options of the upstream train.py/test.py that are checked here (others are left to it)."""
+    """The options of the upstream train.py/test.py that are checked here (others are left to it).
+
+    Raises:
+        LaunchError: one of them is malformed (no value, or a ``--cfg-options`` item without ``=``).
+    """
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument('--work-dir')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--resume', nargs='?', const='auto')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
-    return parser.parse_known_args(list(args))[0]
+    try:
+        return parser.parse_known_args(list(args))[0]
+    except argparse.ArgumentError as err:
+        raise LaunchError(str(err)) from None
+    except ValueError:  # DictAction splits each item at '='
+        items = list(args)[list(args).index('--cfg-options') + 1:] if '--cfg-options' in args else []
+        bad = next((a for a in items if '=' not in a), items[0] if items else '')
+        raise LaunchError(f"--cfg-options takes KEY=VALUE items, got '{bad}'") from None
 
 
 def require_checkpoint(path: str, source: str = '') -> None:

@@ -158,6 +158,14 @@ def test_a_truncated_checkpoint_is_refused_before_testing(tmp_path, capsys):
     assert f'{path} is not a readable PyTorch checkpoint' in err and 'truncated or corrupt' in err
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--work-dir'], 'argument --work-dir: expected one argument'),
+    (['--cfg-options', 'a=1', 'model.depth'], "--cfg-options takes KEY=VALUE items, got 'model.depth'"),
+])
+def test_malformed_tool_options_are_one_line(capsys, args, message):
+    assert message in failing_plan(capsys, ['train', '1', RED26, *args])
+
+
 def test_a_config_that_does_not_parse_gives_one_line_from_the_launcher(tmp_path):
     """Through the shell scripts, as a user runs them (before: a 28-line traceback from upstream.py)."""
     config = tmp_path / 'broken.py'
