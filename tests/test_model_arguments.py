@@ -13,7 +13,7 @@ from involution_mm.backbones import RedNet, insert_simam_after
 from involution_mm.checkpoint import CheckpointError
 from involution_mm.layers import Involution, SimAM
 from involution_mm.necks import InvolutionFPN
-from involution_mm.ops import involution
+from involution_mm.ops import involution, simam
 from conftest import mmengine_warnings, randomise_norms
 
 
@@ -141,6 +141,8 @@ def test_a_lambda_that_vanishes_in_float32_is_refused():
     with pytest.raises(ValueError, match=r'SimAM e_lambda=1e-46 vanishes in float32, in which SimAM computes '
                        r'\(a constant map would give NaN\); pass at least 1.18e-38'):
         SimAM(e_lambda=1e-46)
+    with pytest.raises(ValueError, match=r'SimAM e_lambda=1e-46 vanishes in float32'):
+        simam(torch.ones(1, 2, 3, 3), 1e-46)  # the functional op too
     smallest = SimAM(e_lambda=torch.finfo(torch.float32).tiny)
     for dtype in (torch.float32, torch.float16):
         assert torch.isfinite(smallest(torch.ones(1, 2, 3, 3, dtype=dtype))).all()

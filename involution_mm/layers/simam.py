@@ -5,12 +5,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..ops.simam import check_simam_arguments, simam
-
-
-# The smallest normal float32: a lambda below it is zero, or a subnormal that GPUs flush to zero, in the
-# float32 arithmetic SimAM runs in (half-precision inputs are computed in float32 too).
-SMALLEST_E_LAMBDA = float(torch.finfo(torch.float32).tiny)
+from ..ops.simam import SMALLEST_E_LAMBDA, check_simam_arguments, simam
 
 
 class SimAM(nn.Module):
@@ -52,10 +47,6 @@ class SimAM(nn.Module):
         if in_channels is not None and in_channels < 1:
             raise ValueError(f'SimAM in_channels must be at least 1 (or None to accept any), got {in_channels}')
         check_simam_arguments(e_lambda, backend)
-        if e_lambda < SMALLEST_E_LAMBDA:
-            raise ValueError(f'SimAM e_lambda={e_lambda:g} vanishes in float32, in which SimAM computes (a '
-                             f'constant map would give NaN); pass at least {SMALLEST_E_LAMBDA:.3g} (the paper '
-                             'uses 1e-4, and 0.1 in its ImageNet and COCO models)')
         self.in_channels = None if in_channels is None else int(in_channels)
         self.e_lambda = float(e_lambda)
         self.backend = backend

@@ -53,6 +53,11 @@ def simam(x: torch.Tensor, e_lambda: float = 1e-4, backend: str = 'auto') -> tor
     return simam_op(x, float(e_lambda), backend)
 
 
+# The smallest normal float32: a lambda below it is zero, or a subnormal that GPUs flush to zero, in the
+# float32 arithmetic SimAM runs in (half-precision inputs are computed in float32 too).
+SMALLEST_E_LAMBDA = float(torch.finfo(torch.float32).tiny)
+
+
 def check_simam_arguments(e_lambda: float, backend: str) -> None:
     """Raise a one-line TypeError/ValueError for a lambda that is not a positive number or an unknown
     backend."""
@@ -62,6 +67,10 @@ def check_simam_arguments(e_lambda: float, backend: str) -> None:
     if not (e_lambda > 0 and math.isfinite(e_lambda)):
         raise ValueError(f'SimAM needs e_lambda > 0 and finite (it keeps the energy finite on constant maps), '
                          f'got {e_lambda}')
+    if e_lambda < SMALLEST_E_LAMBDA:
+        raise ValueError(f'SimAM e_lambda={e_lambda:g} vanishes in float32, in which SimAM computes (a '
+                         f'constant map would give NaN); pass at least {SMALLEST_E_LAMBDA:.3g} (the paper '
+                         'uses 1e-4, and 0.1 in its ImageNet and COCO models)')
     if not isinstance(backend, str):
         raise TypeError(f'SimAM backend must be one of {BACKENDS} as a string, got {type(backend).__name__}')
     if backend not in BACKENDS:
