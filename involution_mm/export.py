@@ -106,15 +106,16 @@ def preprocessing_of(model: nn.Module, scope: str) -> Preprocessing:
         raise ExportError(f'the model\'s data_preprocessor ({type(pre).__name__}) is not one of '
                           f'{sorted(known)}, whose preprocessing the exporter knows; export with '
                           '--no-preprocessing and preprocess the images yourself')
-    if type(pre).__name__ == 'ClsDataPreprocessor' or hasattr(pre, 'to_rgb'):
+    if isinstance(pre, known.get('ClsDataPreprocessor', ())):
         reorders, divisor, pad_value = pre.to_rgb, pre.pad_size_divisor, pre.pad_value
-    elif hasattr(pre, 'channel_conversion'):  # mmseg: pads only as its test_cfg says
+    elif isinstance(pre, known.get('SegDataPreProcessor', ())):  # pads test images only as its test_cfg says
         test_cfg = pre.test_cfg or {}
         if test_cfg.get('size'):
-            raise ExportError(f'the model\'s data_preprocessor pads test images to size {test_cfg["size"]}; '
-                              'export with --shape of that size, or with --no-preprocessing')
+            raise ExportError(f'the model\'s data_preprocessor pads test images to size {test_cfg["size"]}, '
+                              'which the exporter does not do; export with --no-preprocessing and pad the '
+                              'normalised images yourself')
         reorders, divisor, pad_value = pre.channel_conversion, test_cfg.get('size_divisor') or 1, pre.pad_val
-    else:  # mmengine's ImgDataPreprocessor and subclasses
+    else:  # mmengine's ImgDataPreprocessor and subclasses (mmdet's DetDataPreprocessor)
         reorders, divisor, pad_value = pre._channel_conversion, pre.pad_size_divisor, pre.pad_value
     if getattr(pre, '_enable_normalize', False):
         mean, std = tuple(pre.mean.flatten().tolist()), tuple(pre.std.flatten().tolist())
