@@ -1,7 +1,9 @@
 """What each process of a multi-process launch runs: the upstream framework's train.py or test.py, unchanged.
 
 ``tools/dist_train.sh`` and ``tools/dist_test.sh`` start ``python -m involution_mm.dist_run SCRIPT CONFIG
-[ARGS...] --launcher pytorch`` in every process through torchrun. With GPUs this runs SCRIPT as it is.
+[ARGS...] --launcher pytorch`` in every process through torchrun (``--launcher none`` in the one process of a
+single-process run). With GPUs this runs SCRIPT as it is; a user error of ours raised inside it (see
+``involution_mm.user_errors``) ends the process with one line and exit status 2 instead of a traceback.
 Without one (no GPU visible, or ``DEVICE=cpu``), mmengine's own launcher would fail: it calls
 ``torch.cuda.set_device`` and gives the model wrapper ``device_ids=[LOCAL_RANK]``. So on CPUs this module
 
@@ -20,6 +22,8 @@ import sys
 from typing import List, Optional, Sequence
 
 import torch
+
+from .user_errors import run_tool
 
 # The process-group timeout when a config sets none: torch's default, stated.
 DEFAULT_TIMEOUT_S = 1800
@@ -73,4 +77,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

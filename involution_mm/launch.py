@@ -294,14 +294,16 @@ def command(topology: Topology, device: str, script: str, config: str, args: Seq
     """The command line and environment of a launch.
 
     Returns:
-        tuple: ``(argv, env)``: ``python SCRIPT CONFIG ARGS --launcher none`` for one process, else torchrun
-        starting :mod:`involution_mm.dist_run` in each of ``topology.nproc`` processes.
+        tuple: ``(argv, env)``: :mod:`involution_mm.dist_run` running ``SCRIPT CONFIG ARGS --launcher none``
+        in this process for one process, else torchrun starting it in each of ``topology.nproc`` processes.
+        Either way a user error raised inside the run (a checkpoint that leaves weights unloaded, for one)
+        ends it with one line.
     """
     env = dict(environ)
     if device == 'cpu' and topology.device == 'cpu':
         env['CUDA_VISIBLE_DEVICES'] = '-1'  # hide the GPUs, as mmengine asks for CPU runs
     if not topology.distributed:
-        return [python, script, config, *args, '--launcher', 'none'], env
+        return [python, '-m', 'involution_mm.dist_run', script, config, *args, '--launcher', 'none'], env
     if device == 'cpu' and 'OMP_NUM_THREADS' not in env:  # share the cores (torchrun would give each one)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
         env['OMP_NUM_THREADS'] = str(max(1, cores // topology.nproc))

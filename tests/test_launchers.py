@@ -71,9 +71,10 @@ def test_several_machines_always_go_through_torchrun():
                     '--amp', '--launcher', 'pytorch']
 
 
-def test_one_process_runs_the_script_itself():
+def test_one_process_runs_the_script_in_the_launching_process():
     argv, env = command(Topology(1), 'cpu', SCRIPT, 'cfg.py', ['--work-dir', 'w'], {'A': '1'}, python='py')
-    assert argv == ['py', SCRIPT, 'cfg.py', '--work-dir', 'w', '--launcher', 'none'] and env == {'A': '1'}
+    assert argv == ['py', '-m', 'involution_mm.dist_run', SCRIPT, 'cfg.py', '--work-dir', 'w', '--launcher', 'none']
+    assert env == {'A': '1'}
 
 
 def test_cpu_processes_share_the_cores_and_device_cpu_hides_the_gpus():
