@@ -9,6 +9,7 @@ The operator (``involution_mm.ops``) needs torch alone; with mmengine and mmcv m
 """
 import importlib
 import importlib.util
+import sys
 
 from . import ops  # noqa: F401
 from .version import __version__
@@ -27,6 +28,8 @@ def _set_up_openmmlab() -> None:
     install_safe_local_loader()
     install_checkpoint_coverage_check()
     from . import engine  # noqa: F401  (registers the buffer-sync hook and the CPU model wrapper)
+    from .dist_run import refuse_cpu_launch_elsewhere
+    refuse_cpu_launch_elsewhere(sys.argv)
     for framework, adapter in _ADAPTERS.items():
         if _has(framework):  # only a framework that is not installed is skipped
             importlib.import_module(f'{__name__}.{adapter}')

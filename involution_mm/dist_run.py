@@ -34,6 +34,27 @@ def cpu_processes() -> bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
 
 
+def refuse_cpu_launch_elsewhere(argv: Sequence[str]) -> None:
+    """Stop, with one line, a process that ``mim train/test ... --launcher pytorch`` or torchrun started on
+    the upstream script on a machine without a GPU (``argv``: its command line).
+
+    mmengine's own set-up would fail later in it with a traceback (``torch.cuda.set_device``). Called when
+    ``involution_mm`` is imported (a config's ``custom_imports``, before the Runner is built); a process that
+    :func:`main` runs has its process group initialised by then, so it is left alone.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument('--launcher')
+    if parser.parse_known_args(list(argv[1:]))[0].launcher != 'pytorch':
+        return
+    if not cpu_processes() or torch.distributed.is_initialized():
+        return
+    if int(os.environ.get('RANK', '0')) == 0:
+        print('error: several processes on a machine without a GPU need CPU process set-up that '
+              '--launcher pytorch does not do; run tools/dist_train.sh CONFIG N (or tools/dist_test.sh CONFIG '
+              'CHECKPOINT N) of involution-mm instead, which runs N CPU processes', file=sys.stderr)
+    sys.exit(2)
+
+
 def _load_config(config: str, args: Sequence[str]):
     """The config as the upstream script will see it: the file with the ``--cfg-options`` in ``args``."""
     from mmengine.config import Config, DictAction

@@ -304,3 +304,44 @@ def test_every_shipped_config_syncs_buffers_and_states_its_timeout():
         cfg = Config.fromfile(config, import_custom_modules=False)
         assert [h['type'] for h in cfg.custom_hooks] == ['SyncBuffersEveryIterHook'], config
         assert cfg.env_cfg.dist_cfg.timeout == 1800, config
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mim train/test --launcher pytorch (or torchrun on the upstream script) without a GPU: one line of ours
+
+@pytest.mark.parametrize('argv, world_size, refused', [
+    (['train.py', 'c.py', '--launcher', 'pytorch'], '2', True),
+    (['train.py', 'c.py', '--launcher=pytorch'], '2', True),
+    (['train.py', 'c.py', '--launcher', 'pytorch'], '1', False),  # one process: mmengine runs it on the CPU
+    (['train.py', 'c.py', '--launcher', 'none'], '2', False),
+    (['my_script.py'], '2', False),  # someone's own torchrun script that imports us
+])
+def test_cpu_launch_without_our_set_up_is_refused(argv, world_size, refused, monkeypatch, capsys):
+    from involution_mm.dist_run import refuse_cpu_launch_elsewhere
+    monkeypatch.setenv('WORLD_SIZE', world_size)
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    if not refused:
+        refuse_cpu_launch_elsewhere(argv)
+        return
+    with pytest.raises(SystemExit) as stop:
+        refuse_cpu_launch_elsewhere(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('error: ') and 'tools/dist_train.sh CONFIG N' in err
+
+
+@pytest.mark.e2e
+def test_torchrun_on_the_upstream_script_without_a_gpu_says_what_to_use(tmp_path):
+    """What `mim train ... --gpus 2 --launcher pytorch` runs: torchrun on mmpretrain's train.py. Without a GPU
+    it stops at the config's custom_imports with our line, not inside mmengine at torch.cuda.set_device."""
+    from involution_mm.upstream import tool_script
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='-1', PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0',
+                           tool_script('mmpretrain', 'train'), 'configs/rednet/rednet26_64xb32-warmup-coslr-130e_in1k.py',
+                           '--launcher', 'pytorch', '--work-dir', str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert out.count('error: several processes on a machine without a GPU') == 1, out[-3000:]  # rank 0 says it
+    assert 'set_device' not in out
