@@ -25,6 +25,8 @@ import torch
 
 from .user_errors import run_tool
 
+# Set in the environment of the processes that involution_mm.launch starts.
+LAUNCHED_BY_US = 'INVOLUTION_MM_LAUNCHER'
 # The process-group timeout when a config sets none: torch's default, stated.
 DEFAULT_TIMEOUT_S = 1800
 
@@ -40,13 +42,16 @@ def refuse_cpu_launch_elsewhere(argv: Sequence[str]) -> None:
 
     mmengine's own set-up would fail later in it with a traceback (``torch.cuda.set_device``). Called when
     ``involution_mm`` is imported (a config's ``custom_imports``, before the Runner is built); a process that
-    :func:`main` runs has its process group initialised by then, so it is left alone.
+    our launcher started (``involution_mm.launch`` marks its children with ``LAUNCHED_BY_US``) is left alone:
+    :func:`main` sets it up.
     """
+    if os.environ.get(LAUNCHED_BY_US):
+        return
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument('--launcher')
     if parser.parse_known_args(list(argv[1:]))[0].launcher != 'pytorch':
         return
-    if not cpu_processes() or torch.distributed.is_initialized():
+    if not cpu_processes():
         return
     if int(os.environ.get('RANK', '0')) == 0:
         print('error: several processes on a machine without a GPU need CPU process set-up that '

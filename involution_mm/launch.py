@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .dist_run import LAUNCHED_BY_US
 from .user_errors import MissingFileError, UserError, run_tool
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -299,7 +300,7 @@ def command(topology: Topology, device: str, script: str, config: str, args: Seq
         Either way a user error raised inside the run (a checkpoint that leaves weights unloaded, for one)
         ends it with one line.
     """
-    env = dict(environ)
+    env = dict(environ, **{LAUNCHED_BY_US: '1'})
     if device == 'cpu' and topology.device == 'cpu':
         env['CUDA_VISIBLE_DEVICES'] = '-1'  # hide the GPUs, as mmengine asks for CPU runs
     if not topology.distributed:

@@ -74,7 +74,7 @@ def test_several_machines_always_go_through_torchrun():
 def test_one_process_runs_the_script_in_the_launching_process():
     argv, env = command(Topology(1), 'cpu', SCRIPT, 'cfg.py', ['--work-dir', 'w'], {'A': '1'}, python='py')
     assert argv == ['py', '-m', 'involution_mm.dist_run', SCRIPT, 'cfg.py', '--work-dir', 'w', '--launcher', 'none']
-    assert env == {'A': '1'}
+    assert env == {'A': '1', 'INVOLUTION_MM_LAUNCHER': '1'}  # our processes set themselves up
 
 
 def test_cpu_processes_share_the_cores_and_device_cpu_hides_the_gpus():
@@ -311,6 +311,7 @@ def test_every_shipped_config_syncs_buffers_and_states_its_timeout():
 
 @pytest.mark.parametrize('argv, world_size, refused', [
     (['train.py', 'c.py', '--launcher', 'pytorch'], '2', True),
+    (['-m', 'train.py', 'c.py', '--launcher', 'pytorch'], 'ours', False),  # dist_run, started by our launcher
     (['train.py', 'c.py', '--launcher=pytorch'], '2', True),
     (['train.py', 'c.py', '--launcher', 'pytorch'], '1', False),  # one process: mmengine runs it on the CPU
     (['train.py', 'c.py', '--launcher', 'none'], '2', False),
@@ -318,6 +319,10 @@ def test_every_shipped_config_syncs_buffers_and_states_its_timeout():
 ])
 def test_cpu_launch_without_our_set_up_is_refused(argv, world_size, refused, monkeypatch, capsys):
     from involution_mm.dist_run import refuse_cpu_launch_elsewhere
+    monkeypatch.delenv('INVOLUTION_MM_LAUNCHER', raising=False)
+    if world_size == 'ours':
+        world_size = '2'
+        monkeypatch.setenv('INVOLUTION_MM_LAUNCHER', '1')
     monkeypatch.setenv('WORLD_SIZE', world_size)
     monkeypatch.setenv('RANK', '0')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
