@@ -7,6 +7,7 @@ ONNX Runtime), with 2 threads unless told otherwise.
     python benchmarks/cpu.py --part op --repeats 5            # the op's kernels only (about a minute)
     python benchmarks/cpu.py --part models --models rednet50 --modes eager --batch 1   # a quick ratio
     python benchmarks/cpu.py --part onnx --models rednet50
+    python benchmarks/cpu.py --part openvino --models rednet50   # needs pip install openvino
     python benchmarks/cpu.py --part demo                      # the wall time of tools/demo.sh
 
 ``op``: the forward, input gradient and weight gradient at every RedNet-50 stage (C, H) = (64, 56), (128,
@@ -24,9 +25,13 @@ row gives the median images per second and the median, lowest and highest of the
 ``onnx``: each model exported in standard operators (``involution_mm.export``, TorchScript exporter, no
 preprocessing in the graph) and run by ONNX Runtime's CPU provider with as many intra-op threads.
 
+``openvino``: the same exported files on OpenVINO's CPU device (``pip install openvino``; without it the
+tool stops with one line and exit status 2), with as many inference threads and the latency hint.
+
 ``demo``: the wall time of ``tools/demo.sh`` (the main job: data, training, test) with these threads.
 """
 import argparse
+import importlib.util
 import os
 import os.path as osp
 import statistics
@@ -212,32 +217,59 @@ def run_models(args) -> None:
             print(f"# torch.compile: {sum(counters['graph_break'].values())} graph breaks", flush=True)
 
 
-def run_onnx(args) -> None:
-    import onnxruntime
-
-    import involution_mm  # noqa: F401
+def export_files(configs: Dict[str, str], folder: str) -> Dict[str, str]:
+    """``{label: path}``: each model exported in standard operators as the onnx part runs it."""
     from involution_mm.export import build_program, export_onnx
+    paths = {}
+    for label, config in configs.items():
+        path = osp.join(folder, f'{len(paths)}.onnx')
+        with warnings.catch_warnings():  # the exporter's tracer warnings, expected for these graphs
+            warnings.simplefilter('ignore')
+            export_onnx(build_program(config, preprocessing=False), path, (224, 224), exporter='torchscript')
+        paths[label] = path
+    return paths
+
+
+def run_runtime(mode: str, args, load: Callable[[str], Callable[[object], object]]) -> None:
+    """Images per second of the exported models in a runtime, interleaved; ``load(path)`` gives ``run(images)``."""
+    import involution_mm  # noqa: F401
     configs = model_configs(args.models)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-    print(f'# ONNX Runtime {onnxruntime.__version__}, CPU provider, {args.threads} intra-op threads')
     print('| mode | batch | model | img/s (median) | / ResNet-50: median (lowest-highest) |')
     print('|---|---|---|---|---|')
     with tempfile.TemporaryDirectory() as folder:
-        sessions = {}
-        for label, config in configs.items():
-            path = osp.join(folder, f'{len(sessions)}.onnx')
-            with warnings.catch_warnings():  # the exporter's tracer warnings, expected for these graphs
-                warnings.simplefilter('ignore')
-                export_onnx(build_program(config, preprocessing=False), path, (224, 224), exporter='torchscript')
-            sessions[label] = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        runs = {label: load(path) for label, path in export_files(configs, folder).items()}
         for batch in args.batch:
             images = torch.randn(batch, 3, 224, 224).numpy()
-            steps = {label: (lambda s=session: s.run(None, {s.get_inputs()[0].name: images}))
-                     for label, session in sessions.items()}
+            steps = {label: (lambda r=run: r(images)) for label, run in runs.items()}
             for step in steps.values():
                 step()
-            ratio_rows('onnxruntime', batch, interleave(steps, batch, args.repeats, args.iterations))
+            ratio_rows(mode, batch, interleave(steps, batch, args.repeats, args.iterations))
+
+
+def run_onnx(args) -> None:
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    print(f'# ONNX Runtime {onnxruntime.__version__}, CPU provider, {args.threads} intra-op threads')
+
+    def load(path: str) -> Callable[[object], object]:
+        session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        return lambda images: session.run(None, {session.get_inputs()[0].name: images})
+
+    run_runtime('onnxruntime', args, load)
+
+
+def run_openvino(args) -> None:
+    import openvino
+    core = openvino.Core()
+    config = {'INFERENCE_NUM_THREADS': args.threads, 'PERFORMANCE_HINT': 'LATENCY'}
+    print(f'# OpenVINO {openvino.__version__}, CPU device, {args.threads} inference threads, latency hint')
+
+    def load(path: str) -> Callable[[object], object]:
+        request = core.compile_model(core.read_model(path), 'CPU', config).create_infer_request()
+        return lambda images: request.infer([images])
+
+    run_runtime('openvino', args, load)
 
 
 def run_demo(args) -> None:
@@ -256,7 +288,8 @@ def run_demo(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--part', nargs='+', default=['op', 'models', 'onnx'], choices=['op', 'models', 'onnx', 'demo'])
+    parser.add_argument('--part', nargs='+', default=['op', 'models', 'onnx'],
+                        choices=['op', 'models', 'onnx', 'openvino', 'demo'])
     parser.add_argument('--batch', type=int, nargs='+', default=[1, 8])
     parser.add_argument('--repeats', type=int, default=5, help='interleaved repeats of every measurement')
     parser.add_argument('--iterations', type=int, default=3, help='model steps per repeat')
@@ -271,9 +304,12 @@ def main(argv=None) -> int:
     if min(args.batch + [args.repeats, args.iterations, args.threads]) < 1:
         print('error: --batch, --repeats, --iterations and --threads must be at least 1', file=sys.stderr)
         return 2
+    if 'openvino' in args.part and importlib.util.find_spec('openvino') is None:
+        print('error: --part openvino needs the openvino package (pip install openvino)', file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     print(f'# {machine_description(torch.device("cpu"))}; torch {torch.__version__}')
-    parts = {'op': run_op, 'models': run_models, 'onnx': run_onnx, 'demo': run_demo}
+    parts = {'op': run_op, 'models': run_models, 'onnx': run_onnx, 'openvino': run_openvino, 'demo': run_demo}
     for part in args.part:
         parts[part](args)
     return 0
