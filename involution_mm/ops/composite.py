@@ -5,6 +5,10 @@ tap's kernel values: a pad, one slice per kernel row and one per tap, a split of
 multiply and one add per tap, and reshapes. Every one of them
 is a standard ONNX operator, so ONNX Runtime and TensorRT take the exported graph as it is, and the batch
 (and the spatial size) can stay dynamic. No tensor ``K * K`` times the input's size is made.
+
+Alternatives measured on ONNX Runtime's CPU provider (docs/benchmarks.md, issue 22) were no faster: unfolding
+the taps (one-hot grouped Conv, or Slices and Concat) then one Mul and a ReduceSum, the same per kernel row,
+and MatMul or Einsum per output position.
 """
 from typing import Tuple
 
