@@ -104,12 +104,13 @@ def test_uint8_images_give_the_pytorch_models_predictions(tmp_path):
     from involution_mm.export import TensorProgram, export_onnx, preprocessing_of
     from involution_mm.upstream import build_model_from_config
     images = generated_images(8, 48)
+    torch.manual_seed(0)  # the same random weights every run
     model = calibrated(build_model_from_config(osp.join(REPO, REDNET26), {'model.head.num_classes': 4})[0], images)
     out = tmp_path / 'four.onnx'
     export_onnx(TensorProgram(model, 'mmpretrain', preprocessing_of(model, 'mmpretrain')), str(out), (48, 48),
                 exporter='torchscript', input_dtype='uint8')
     want = predict_as_mmpretrain(model, images)
-    assert len(set(want.argmax(1).tolist())) > 1  # the scores depend on the image
+    assert np.ptp(want, axis=0).max() > 0.1  # the scores depend on the image
     session = onnxruntime.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     got = session.run(None, {'images': images.numpy()})[0]
     assert close(got, want, 1e-3) and (got.argmax(1) == want.argmax(1)).all()
