@@ -1,14 +1,17 @@
 """Involution written with standard tensor operations only, for exporters (ONNX) and as a readable reference.
 
-The input is zero-padded once, and each kernel tap adds ``x`` read through one strided slice, weighted by that
-tap's kernel values: a pad, one slice per kernel row and one per tap, a split of the kernels into taps, one
-multiply and one add per tap, and reshapes. Every one of them
-is a standard ONNX operator, so ONNX Runtime and TensorRT take the exported graph as it is, and the batch
-(and the spatial size) can stay dynamic. No tensor ``K * K`` times the input's size is made.
+The input is zero-padded along its height once; for each kernel row, one strided slice of it is unfolded
+along the width by a grouped convolution with a fixed one-hot kernel (each channel gives ``K_w`` channels,
+one per column tap), multiplied by that row's kernel values and summed over the ``K_w`` taps. Per kernel
+row: a Slice, a Conv, a Mul and a ReduceSum; every one is a standard ONNX operator (opset 11), so ONNX
+Runtime, OpenVINO and TensorRT take the exported graph as it is, and the batch (and, with the TorchScript
+exporter, the spatial size) can stay dynamic. The largest tensor made is ``K_w`` times the output's size.
 
-Alternatives measured on ONNX Runtime's CPU provider (docs/benchmarks.md, issue 22) were no faster: unfolding
-the taps (one-hot grouped Conv, or Slices and Concat) then one Mul and a ReduceSum, the same per kernel row,
-and MatMul or Einsum per output position.
+Measured on ONNX Runtime's CPU provider (docs/benchmarks.md, issue 22) against the other standard-operator
+forms: one Mul and one Add per tap (the previous form, about three times as many operators), the ``K * K``
+taps unfolded at once (one-hot Conv, or Slices and Concat) then a Mul and a ReduceSum, and MatMul or Einsum
+per output position; in the whole RedNet-50 this one was the fastest at batch 1 and level or faster at
+batch 8.
 """
 from typing import Tuple
 
@@ -31,16 +34,17 @@ def involution_composite(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[in
         Tensor: ``(B, C, H_out, W_out)``.
     """
     groups, k_h, k_w, out_h, out_w = weight.shape[1:]
-    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    # (B, G, C / G, H + 2 p_h, W + 2 p_w); a reshape rather than unflatten, which ONNX opsets below 13 lack
-    grouped = padded.reshape(padded.shape[0], groups, -1, padded.shape[2], padded.shape[3])
-    tap_weights = weight.flatten(2, 3).split(1, dim=2)  # K_h * K_w of (B, G, 1, H_out, W_out)
+    channels = int(x.shape[1])  # static, so the one-hot kernel below is a constant of the graph
+    padded = F.pad(x, (0, 0, padding[0], padding[0]))
+    one_hot = torch.eye(k_w, dtype=x.dtype, device=x.device).reshape(k_w, 1, 1, k_w).repeat(channels, 1, 1, 1)
     out = None
     for i in range(k_h):
         top = i * dilation[0]
-        rows = grouped[..., top:top + (out_h - 1) * stride[0] + 1:stride[0], :]
-        for j in range(k_w):
-            left = j * dilation[1]
-            term = rows[..., left:left + (out_w - 1) * stride[1] + 1:stride[1]] * tap_weights[i * k_w + j]
-            out = term if out is None else out + term
-    return out.flatten(1, 2)
+        rows = padded[:, :, top:top + (out_h - 1) * stride[0] + 1:stride[0]]
+        # (B, C * K_w, H_out, W_out): channel c's K_w column taps, side by side
+        taps = F.conv2d(rows, one_hot, stride=(1, stride[1]), padding=(0, padding[1]), dilation=(1, dilation[1]),
+                        groups=channels)
+        taps = taps.reshape(-1, groups, channels // groups, k_w, out_h, out_w)
+        term = (taps * weight[:, :, i].unsqueeze(2)).sum(3)
+        out = term if out is None else out + term
+    return out.reshape(-1, channels, out_h, out_w)
