@@ -14,9 +14,9 @@ mean and std, padding to its size divisor). With ``preprocessing=False`` it take
 the model, as mmdeploy's graphs do. The file's metadata states the input contract either way
 (:func:`input_contract`).
 
-The involution op is exported as standard ONNX operators (pad, slices, multiplies and adds; see
-``ops/composite.py``), so ONNX Runtime and TensorRT's parser take the model without a custom domain. The batch
-dimension is dynamic unless asked otherwise. ``tools/deployment/export_onnx.py`` (or
+The involution op is exported as standard ONNX operators (pad, slices, one-hot grouped convolutions, multiplies
+and sums; see ``ops/composite.py``), so ONNX Runtime and TensorRT's parser take the model without a custom
+domain. The batch dimension is dynamic unless asked otherwise. ``tools/deployment/export_onnx.py`` (or
 ``python -m involution_mm.export``) is the command line.
 """
 import argparse
