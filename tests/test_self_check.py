@@ -85,6 +85,15 @@ def layer_step(layer, x):
     return out, torch.autograd.grad(out.square().sum(), x)[0]
 
 
+def layer_and_unfused_twin():
+    """A seeded Involution layer with fused='auto', a copy that never fuses, and an input for both."""
+    torch.manual_seed(0)
+    layer = Involution(32, 3).to(DEVICE)
+    unfused = copy.deepcopy(layer)
+    unfused.fused = False
+    return layer, unfused, torch.randn(2, 32, 6, 5, device=DEVICE)
+
+
 def no_more_warnings(action):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
@@ -226,11 +235,7 @@ def test_fused_kernel_with_wrong_numbers_fails_the_self_check(name, monkeypatch,
     assert message.startswith(f'fused involution (Triton) failed its self-check on {DEVICE} (tf32)')
     assert message.endswith("use backend='auto' or backend='reference' (Involution: fused='auto' or fused=False)")
     # the layer with fused='auto': one warning, then the unfused layer's numbers, nothing more said
-    torch.manual_seed(0)
-    layer = Involution(32, 3).to(DEVICE)
-    unfused = copy.deepcopy(layer)
-    unfused.fused = False
-    x = torch.randn(2, 32, 6, 5, device=DEVICE)
+    layer, unfused, x = layer_and_unfused_twin()
     with pytest.warns(UserWarning, match=rf'fused involution \(Triton\) failed its self-check on {DEVICE} '
                       r'\(tf32\): .*normalized max error .*; using PyTorch operations instead'):
         got = layer_step(layer, x)
@@ -341,11 +346,7 @@ def test_capture_before_any_check(monkeypatch, fresh, auto_on_cpu, capture):
     """'auto' runs the PyTorch paths inside the capture and says to run one step first; nothing is cached,
     so the check runs after the capture. Named fast paths raise a one-line error."""
     forbid_launches(monkeypatch)
-    torch.manual_seed(0)
-    layer = Involution(32, 3).to(DEVICE)
-    unfused = copy.deepcopy(layer)
-    unfused.fused = False
-    x = torch.randn(2, 32, 6, 5, device=DEVICE)
+    layer, unfused, x = layer_and_unfused_twin()
     with pytest.warns(UserWarning, match=r'not been checked on .* a CUDA graph is being captured, so the graph runs '
                       r'PyTorch operations; run one step \(forward and backward\) before capturing'):
         torch.testing.assert_close(layer_step(layer, x), layer_step(unfused, x))
