@@ -1,16 +1,21 @@
 """The compiled CPU backend ('cpu', ops/csrc/cpu/) against the PyTorch reference backend: the three kernels
 over the op cases (geometries, strides, dilations, groups, memory layouts) for every instruction set this
 CPU runs, every dtype, gradcheck and gradgradcheck through the registered ops, 'auto' choosing it, a
-fullgraph torch.compile, and the fallback (with its one log line) when the extension is not built."""
+fullgraph torch.compile, and the fallback (with its one log line) when the extension is not built. Then the
+fused layer's 'cpu' backend against its PyTorch reference over the fused cases of test_fused_involution.py."""
+import copy
 import logging
 
 import pytest
 import torch
 import torch._dynamo.testing
+import test_fused_involution as fused_cases
 from op_cases import SHAPES, make_inputs, memory_layouts
 
+from involution_mm.layers import Involution
 from involution_mm.ops import backends, cpu_backend, involution, select_backend
-from involution_mm.ops.geometry import check_inputs
+from involution_mm.ops.fused_involution import fused_involution
+from involution_mm.ops.geometry import check_inputs, output_memory_format
 from involution_mm.ops.pytorch_backend import involution_forward, involution_grad_input, involution_grad_weight
 
 MODULE = cpu_backend.kernels_module()
@@ -182,3 +187,100 @@ def test_instruction_sets():
 def test_other_devices_are_refused():
     usable, reason = cpu_backend.cpu_usable(torch.empty(1, device='meta'))
     assert not usable and reason == 'it runs on CPU tensors only, and this one is on meta'
+
+
+# The fused layer's 'cpu' backend (fused_involution): a forward kernel of its own, and gradients from the op's
+# kernels with regenerated kernels, against the fused layer's PyTorch reference.
+
+
+def fused_value_and_grads(backend, case, dtype):
+    inputs, grad, geometry = fused_cases.make_inputs(*case, dtype=dtype, device=torch.device('cpu'))
+    values = fused_cases.value_and_grads(lambda *a: fused_involution(*a, backend=backend), inputs, grad, geometry)
+    return values, inputs
+
+
+@pytest.mark.parametrize('case', fused_cases.CASES, ids=lambda case: f'{case[1]}ch-{case[2]}-k{case[3]}s{case[4]}'
+                         f'd{case[5]}-{case[-1]}')
+def test_fused_layer_matches_the_reference(isa, case):
+    """Output and the gradients for x, r, weight and bias in float64, in the reference's layouts: x's for the
+    output and grad_x, r's for grad_r."""
+    got, (x, r, _, _) = fused_value_and_grads('cpu', case, torch.float64)
+    want, _ = fused_value_and_grads('reference', case, torch.float64)
+    for name, g, w in zip(('out', 'grad_x', 'grad_r', 'grad_weight', 'grad_bias'), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=name)
+    for value, like in zip(got[:3], (x, x, r)):
+        assert value.stride() == torch.empty(value.shape, memory_format=output_memory_format(like)).stride()
+
+
+@needs_kernels
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+def test_fused_layer_dtypes_against_float64(dtype, tol):
+    case = fused_cases.CASES[1]
+    got, inputs = fused_value_and_grads('cpu', case, dtype)
+    want, _ = fused_value_and_grads('reference', case, torch.float64)
+    for name, g, w in zip(('out', 'grad_x', 'grad_r', 'grad_weight', 'grad_bias'), got, want):
+        assert g.dtype == dtype, name
+        torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol * w.abs().max().item(), msg=name)
+
+
+@needs_kernels
+def test_fused_layer_gradcheck():
+    inputs, _, geometry = fused_cases.make_inputs(1, 32, (5, 6), 3, 2, 1, 16, 'channels_last', dtype=torch.float64,
+                                                  device=torch.device('cpu'))
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *a: fused_involution(*a, *geometry, backend='cpu'), inputs,
+                                    fast_mode=True)
+
+
+@needs_kernels
+def test_fused_forward_does_not_depend_on_the_thread_count_or_batch():
+    """Each output is summed by one task in a fixed order: any thread count, any batch split."""
+    (x, r, weight, bias), _, geometry = fused_cases.make_inputs(3, 64, (14, 13), 7, 1, 1, 16, 'contiguous',
+                                                                device=torch.device('cpu'))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = fused_involution(x, r, weight, bias, *geometry, backend='cpu')
+        torch.set_num_threads(max(2, threads))
+        several = fused_involution(x, r, weight, bias, *geometry, backend='cpu')
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, several)
+    assert torch.equal(single[1:2], fused_involution(x[1:2], r[1:2], weight, bias, *geometry, backend='cpu'))
+    empty = fused_involution(x[:0], r[:0], weight, bias, *geometry, backend='cpu')
+    assert empty.shape == (0, ) + single.shape[1:]
+
+
+@needs_kernels
+def test_layer_runs_fused_on_cpu_and_compiles_without_graph_breaks():
+    """The Involution layer's default path on CPU tensors: the same output and gradients as the unfused
+    layer, eager and in one fullgraph compile."""
+    torch.manual_seed(0)
+    unfused = Involution(32, 3, stride=2, fused=False).eval()
+    layer = copy.deepcopy(unfused)
+    layer.fused = 'auto'
+    assert layer._fused_backend(torch.empty(1, 32, 4, 4)) == 'cpu'
+    x = torch.randn(2, 32, 9, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    counter = torch._dynamo.testing.CompileCounterWithBackend('aot_eager')
+    compiled = torch.compile(layer, fullgraph=True, backend=counter)
+    want = None
+    for run in (unfused, layer, compiled):
+        out = run(x)
+        got = (out, ) + torch.autograd.grad(out.square().sum(), [x] + list(run.parameters()))
+        if want is None:
+            want = got
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
+
+
+def test_fused_without_the_extension(monkeypatch):
+    """The extension missing (simulated): 'auto' runs the reference, 'cpu' by name is refused in one line."""
+    monkeypatch.setattr(cpu_backend, '_MODULE', None)
+    monkeypatch.setattr(cpu_backend, 'LOAD_ERROR', "ImportError: cannot import name '_involution_cpu'")
+    inputs, _, geometry = fused_cases.make_inputs(*fused_cases.CASES[0], device=torch.device('cpu'))
+    torch.testing.assert_close(fused_involution(*inputs, *geometry),
+                               fused_involution(*inputs, *geometry, backend='reference'))
+    with pytest.raises(RuntimeError, match=r"^fused_involution backend 'cpu' cannot run on this input: the "
+                       r"compiled CPU kernels are not built .*; use backend='auto' or backend='reference'$"):
+        fused_involution(*inputs, *geometry, backend='cpu')

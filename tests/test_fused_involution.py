@@ -46,8 +46,9 @@ CASES = [
 
 
 def make_inputs(batch, channels, size, kernel, stride, dilation, group_channels, layout, dtype=torch.float32,
-                seed=0):
-    """x, r, weight, bias of a layer call and an output gradient; x in ``layout``, the gradient in another."""
+                seed=0, device=DEVICE):
+    """x, r, weight, bias of a layer call and an output gradient on ``device``; x in ``layout``, the gradient
+    in another."""
     gen = torch.Generator().manual_seed(seed)
     padding = dilation * (kernel - 1) // 2
     out = [(n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1 for n in size]
@@ -57,12 +58,12 @@ def make_inputs(batch, channels, size, kernel, stride, dilation, group_channels,
     weight = torch.randn(groups * kernel**2, reduced, generator=gen) / reduced**0.5
     bias = torch.randn(groups * kernel**2, generator=gen) * 0.1
     grad = torch.randn(batch, channels, *out, generator=gen)
-    x, r, weight, bias, grad = (t.to(DEVICE, dtype) for t in (x, r, weight, bias, grad))
+    x, r, weight, bias, grad = (t.to(device, dtype) for t in (x, r, weight, bias, grad))
     if layout == 'channels_last':
         x, grad = x.contiguous(memory_format=torch.channels_last), grad
         r = r.contiguous(memory_format=torch.channels_last)
     elif layout == 'strided':  # every other channel of a wider tensor
-        wide = torch.zeros(batch, 2 * channels, *size, dtype=dtype, device=DEVICE)
+        wide = torch.zeros(batch, 2 * channels, *size, dtype=dtype, device=device)
         wide[:, ::2] = x
         x = wide[:, ::2]
     else:
@@ -295,14 +296,23 @@ def test_layer_compiles_without_graph_breaks():
 
 
 def test_layer_chooses_its_path(monkeypatch):
-    """'auto' runs unfused on CPU and with a custom span conv; False never fuses; True refuses a custom conv."""
+    """On CPU tensors 'auto' and True run the compiled CPU kernels fused (where they are built and the op's
+    backend allows them), else 'auto' runs unfused and True the Triton kernels; False never fuses; a custom
+    span conv runs unfused, and True refuses it."""
     from involution_mm.layers import involution as layer_module
     calls = []
     monkeypatch.setattr(layer_module, 'fused_involution', lambda *args, **kwargs: calls.append(kwargs))
     x = torch.randn(1, 32, 5, 5)
-    Involution(32, 3)(x)
     Involution(32, 3, fused=False)(x)
+    Involution(32, 3, backend='pytorch')(x)
     assert calls == []
+    cpu_kernels = layer_module.cpu_runs(x)
+    Involution(32, 3)(x)
+    Involution(32, 3, fused=True)(x)
+    assert calls == ([dict(backend='cpu')] * 2 if cpu_kernels else [dict(backend='triton')])
+    calls.clear()
+    monkeypatch.setattr(layer_module, 'cpu_runs', lambda x: False)
+    Involution(32, 3)(x)
     Involution(32, 3, fused=True)(x)
     assert calls == [dict(backend='triton')]
     custom = Involution(32, 3, conv_cfg=dict(type='Conv2dAdaptivePadding'))

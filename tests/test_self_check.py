@@ -21,7 +21,7 @@ import torch
 
 from conftest import REPO, needs_triton
 from involution_mm.layers import Involution, SimAM
-from involution_mm.ops import self_check
+from involution_mm.ops import backends, cpu_backend, self_check
 from involution_mm.ops.fused_involution import (FUSED, SELF_CHECK_CASES, fused_involution, precision,
                                                 self_check_inputs, unfused_involution)
 from involution_mm.ops.self_check import TOLERANCES, Verdict, compare, device_key, float32_convs_use_tf32
@@ -47,8 +47,12 @@ def fresh(monkeypatch):
 
 @pytest.fixture
 def auto_on_cpu(monkeypatch):
-    """``'auto'`` takes the fast paths on CPU tensors too, as it does on a GPU."""
+    """``'auto'`` takes the fast paths on CPU tensors too, as it does on a GPU (where the compiled CPU kernels,
+    which 'auto' prefers on CPU tensors, do not apply: here they are left out)."""
     monkeypatch.setattr(self_check, 'AUTO_DEVICE_TYPES', ['cuda', 'cpu'])
+    monkeypatch.setattr(cpu_backend, '_MODULE', None)
+    monkeypatch.setattr(backends, '_RESOLVED', {})
+    monkeypatch.setattr(backends, '_ANNOUNCED', {'meta', 'cpu'})
 
 
 def passed(path, dtype=torch.float32, mode=None):

@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 
 from ..ops import involution
 from ..ops.backends import check_backend_name
+from ..ops.cpu_backend import cpu_runs
 from ..ops.fused_involution import fused_involution, fused_kernels_run
 from ..ops.self_check import auto_device
 from .arguments import check_norm_cfg
@@ -37,11 +38,13 @@ class Involution(BaseModule):
         backend (str): Backend of the involution op, see ``involution_mm.ops.involution``.
             Defaults to 'auto'.
         fused (str | bool): Whether the second kernel-generation conv and the aggregation run as one fused
-            Triton kernel (``involution_mm.ops.fused_involution``), which never stores the generated kernels.
-            ``'auto'``: on CUDA tensors where Triton works, with a plain ``Conv2d`` span conv (the default
-            ``conv_cfg``); ``True``: always (an error where it cannot run); ``False``: never. The unfused
-            path (``conv2``, then the op with ``backend``) runs on CPU, and serves as the reference. Both give
-            the same outputs to the dtype's precision and use the same parameters. Defaults to 'auto'.
+            kernel (``involution_mm.ops.fused_involution``), which never stores the generated kernels: the
+            compiled CPU kernels on CPU tensors (where they are built and ``backend`` is ``'auto'`` or
+            ``'cpu'``), Triton on CUDA tensors. ``'auto'``: where such a kernel runs (Triton where its
+            self-check passed), with a plain ``Conv2d`` span conv (the default ``conv_cfg``); ``True``:
+            always (an error where it cannot run); ``False``: never. The unfused path (``conv2``, then the op
+            with ``backend``) serves as the reference. Both give the same outputs to the dtype's precision and
+            use the same parameters. Defaults to 'auto'.
         init_cfg (dict | list[dict], optional): Initialization config. Defaults to None.
     """
 
@@ -122,6 +125,8 @@ class Involution(BaseModule):
                 raise RuntimeError('Involution(fused=True): conv2 is no longer a plain Conv2d with bias, so it '
                                    "cannot run fused; use fused='auto' or False")
             return None
+        if self.backend in ('auto', 'cpu') and cpu_runs(x):
+            return 'cpu'
         if self.fused is True:
             return 'triton'
         if not auto_device(x.device):  # CUDA (where the fused kernels passed their self-check: fused_kernels_run)

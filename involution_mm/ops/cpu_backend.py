@@ -7,6 +7,10 @@ in one binary that picks the widest this CPU runs. float32 and float64 run nativ
 are computed in float32 and rounded once. Inputs may have any strides; outputs take the layouts the
 PyTorch backend gives.
 
+The fused layer (``fused_involution``'s ``'cpu'`` backend) has a forward kernel of its own that generates
+each row's kernels from the reduced features in cache (``cpu_fused_forward``); its gradients regenerate the
+kernels with the span conv and run the op's two gradient kernels (``cpu_fused_grad_*``).
+
 The extension is built by the package's install step (``pip install --no-deps --no-build-isolation -e .``,
 which ``tools/setup_env.sh`` runs); without it CPU tensors use the PyTorch backend, and the first 'auto'
 choice on a CPU tensor logs why, with that command.
@@ -14,6 +18,8 @@ choice on a CPU tensor logs why, with that command.
 from typing import Optional, Tuple
 
 import torch
+
+import torch.nn.functional as F
 
 from .geometry import Geometry
 
@@ -37,6 +43,11 @@ def kernels_module():
     """The compiled module (``forward``, ``grad_input``, ``grad_weight``, ``isa``, ``isas``, ``set_isa``), or
     None when it is not built."""
     return _MODULE
+
+
+def cpu_runs(x: torch.Tensor) -> bool:
+    """``cpu_usable(x)[0]`` without the reason: plain checks that ``torch.compile`` traces."""
+    return x.device.type == 'cpu' and _MODULE is not None and x.dtype in SUPPORTED_DTYPES
 
 
 def cpu_usable(x: torch.Tensor) -> Tuple[bool, str]:
@@ -67,3 +78,46 @@ def cpu_grad_input(grad_out: torch.Tensor, weight: torch.Tensor, geo: Geometry) 
 def cpu_grad_weight(grad_out: torch.Tensor, x: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """The gradient for the kernels (contiguous, in ``x``'s dtype)."""
     return _MODULE.grad_weight(grad_out, x, geo.groups, geo.kernel[0], geo.kernel[1], _config(geo))
+
+
+# The fused layer: out = involution(x, conv1x1(r, weight, bias)), geometry (kernel_size, stride, padding,
+# dilation); half types are computed in float32 (as ``fused_reference`` does) and rounded once.
+
+
+def _fused_geometry(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int,
+                    padding: int, dilation: int) -> Geometry:
+    return Geometry(x.shape[0], x.shape[1], weight.shape[0] // kernel_size**2, tuple(x.shape[2:]), tuple(r.shape[2:]),
+                    (kernel_size, ) * 2, (stride, ) * 2, (padding, ) * 2, (dilation, ) * 2)
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _kernels(r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """The span conv's output as the op's kernels ``(B, G, K, K, Ho, Wo)``."""
+    kernels = F.conv2d(_float(r), _float(weight)[:, :, None, None], _float(bias))
+    return kernels.view(geo.batch, geo.groups, *geo.kernel, *geo.out_size)
+
+
+def cpu_fused_forward(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      kernel_size: int, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """The fused layer's output in the layout of ``x``; ``weight`` is ``(G * K * K, R)``."""
+    return _MODULE.fused_forward(x, r, weight, bias, kernel_size, (stride, ) * 2 + (padding, ) * 2 + (dilation, ) * 2)
+
+
+def cpu_fused_grad_input(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor, *geometry: int) -> torch.Tensor:
+    """The gradient for ``x``, in ``grad_out``'s layout and ``x``'s dtype."""
+    geo = _fused_geometry(x, r, weight, *geometry)
+    return cpu_grad_input(_float(grad_out), _kernels(r, weight, bias, geo), geo).to(x.dtype)
+
+
+def cpu_fused_grad_kernels(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor,
+                           *geometry: int) -> tuple:
+    """The gradients for ``r`` (in ``r``'s layout), ``weight`` and ``bias``."""
+    geo = _fused_geometry(x, r, weight, *geometry)
+    grad_kernels = cpu_grad_weight(_float(grad_out), _float(x), geo).view(geo.batch, -1, *geo.out_size)
+    grad_r = F.conv2d(grad_kernels, _float(weight).t()[:, :, None, None])
+    grad_weight = torch.einsum('bkhw,brhw->kr', grad_kernels, _float(r))
+    return grad_r.to(r.dtype), grad_weight.to(weight.dtype), grad_kernels.sum((0, 2, 3)).to(weight.dtype)

@@ -13,8 +13,10 @@ the layout of the tensor they are the value or gradient of), so ``torch.compile`
 breaks, and meta tensors work.
 
 Backends: ``'triton'`` runs ``ops/triton/involution_fused.py`` (CUDA; CPU tensors too under
-``TRITON_INTERPRET=1``, for tests), ``'reference'`` the same maths in PyTorch operations
-(``fused_reference.py``), ``'auto'`` Triton on CUDA devices where its self-check passed (``FUSED``, a
+``TRITON_INTERPRET=1``, for tests), ``'cpu'`` the compiled CPU kernels (``cpu_backend.cpu_fused_*``: a fused
+forward kernel; the gradients regenerate the kernels and run the op's CPU gradient kernels), ``'reference'``
+the same maths in PyTorch operations (``fused_reference.py``), ``'auto'`` the CPU kernels for CPU tensors
+where they are built, Triton on CUDA devices where its self-check passed (``FUSED``, a
 ``self_check.CheckedPath``: once per device, dtype and precision mode, and on the first call of each compiled
 variant), else the reference. Second-order gradients (``create_graph=True``) go through the unfused layer
 (span conv + ``involution``), whose ops are differentiable again.
@@ -25,13 +27,14 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .cpu_backend import cpu_fused_forward, cpu_fused_grad_input, cpu_fused_grad_kernels, cpu_usable
 from .fused_reference import reference_forward, reference_grad_input, reference_grad_kernels
 from .geometry import output_memory_format, output_size
 from .involution import autocast_dtype, involution
 from .self_check import CheckedPath, auto_device, compare, device_key, float32_convs_use_tf32, precision_mode
 from .triton_status import TritonKernels
 
-BACKENDS = ('auto', 'triton', 'reference')
+BACKENDS = ('auto', 'triton', 'cpu', 'reference')
 _INDEX_LIMIT = 2**31  # the kernels index within a sample with 32-bit integers
 
 
@@ -53,8 +56,8 @@ def fused_involution(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bia
         stride (int): Stride of the aggregation. Defaults to 1.
         padding (int): Zero padding of ``x`` on each side. Defaults to 0.
         dilation (int): Spacing between kernel taps. Defaults to 1.
-        backend (str): ``'auto'``, ``'triton'`` (fail if it cannot run) or ``'reference'``. Defaults to
-            ``'auto'``.
+        backend (str): ``'auto'``, ``'triton'`` or ``'cpu'`` (fail if it cannot run) or ``'reference'``.
+            Defaults to ``'auto'``.
 
     Returns:
         Tensor: ``(B, C, Ho, Wo)`` in the dtype of ``x``, channels_last when ``x`` is. Sums are float32 (float64
@@ -74,8 +77,9 @@ def fused_involution(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bia
     _check_same_kind(x, r, weight, bias)
     if torch.onnx.is_in_onnx_export():
         return unfused_involution(x, r, weight, bias, kernel_size, stride, padding, dilation)
-    if not torch.compiler.is_compiling() and not _runs_triton(x, r, backend):  # errors now, not inside the op
-        backend = 'reference'
+    if not torch.compiler.is_compiling():  # errors now, not inside the op; 'auto' stays for the Triton checks
+        path = fast_path(x, r, backend)
+        backend = backend if path == 'triton' else path
     with guard:
         return fused_involution_op(x, r, weight, bias, kernel_size, stride, padding, dilation, backend)
 
@@ -233,9 +237,22 @@ def fused_kernels_run(x: torch.Tensor) -> bool:
     return _runs_triton(x, x, 'auto')
 
 
+def fast_path(x: torch.Tensor, r: torch.Tensor, backend: str) -> str:
+    """The kernels a call on ``x`` runs, ``'triton'``, ``'cpu'`` or ``'reference'``; a backend asked for by
+    name raises where it cannot run."""
+    if backend == 'cpu' or (backend == 'auto' and x.device.type == 'cpu'):
+        usable, why = cpu_usable(x)
+        if not usable and backend == 'cpu':
+            raise RuntimeError(f"fused_involution backend 'cpu' cannot run on this input: {why}; use "
+                               "backend='auto' or backend='reference'")
+        if usable or backend == 'cpu':
+            return 'cpu'
+    return 'triton' if _runs_triton(x, r, backend) else 'reference'
+
+
 def _runs_triton(x: torch.Tensor, r: torch.Tensor, backend: str) -> bool:
     """Whether a call on ``x`` runs the Triton kernels; ``'triton'`` raises where they cannot."""
-    if backend == 'reference' or (backend == 'auto' and not auto_device(x.device)) or x.numel() == 0:
+    if backend in ('reference', 'cpu') or (backend == 'auto' and not auto_device(x.device)) or x.numel() == 0:
         return False
     takes, why = _kernels_take(x, r)
     if not takes:
@@ -295,7 +312,10 @@ def fused_involution_op(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, 
     def first_sample(out):
         return {'out': out[:1]}, {'out': reference_forward(*_first(x, r), weight.double(), bias.double(), *geometry)}
 
-    if not _runs_triton(x, r, backend):
+    path = fast_path(x, r, backend)
+    if path == 'cpu':
+        return cpu_fused_forward(x, r, weight, bias, *geometry)
+    if path == 'reference':
         return reference()
     return _checked('forward', x, r, weight, geometry, backend,
                     lambda: _TRITON.module.fused_forward(x, r, weight, bias, *geometry), reference, first_sample)
@@ -315,7 +335,10 @@ def fused_backward_input_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Te
         want = reference_grad_input(*_first(grad_out, x, r), weight.double(), bias.double(), *geometry)
         return {'grad_x': grad_x[:1]}, {'grad_x': want}
 
-    if not _runs_triton(x, r, backend):
+    path = fast_path(x, r, backend)
+    if path == 'cpu':
+        return _in_layout(cpu_fused_grad_input(grad_out, x, r, weight, bias, *geometry), output_memory_format(x))
+    if path == 'reference':
         return reference()
     return _checked('grad_input', x, r, weight, geometry, backend,
                     lambda: _TRITON.module.fused_grad_input(grad_out, x, r, weight, bias, *geometry), reference,
@@ -339,7 +362,11 @@ def fused_backward_kernels_op(grad_out: torch.Tensor, x: torch.Tensor, r: torch.
         return ({name: g[:1] if name == 'grad_r' else g for name, g in zip(names, grads)},
                 {name: w for name, w in zip(names, want)})
 
-    if not _runs_triton(x, r, backend):
+    path = fast_path(x, r, backend)
+    if path == 'cpu':
+        grad_r, grad_weight, grad_bias = cpu_fused_grad_kernels(grad_out, x, r, weight, *geometry)
+        return _in_layout(grad_r, output_memory_format(r)), grad_weight, grad_bias
+    if path == 'reference':
         return reference()
     return _checked('grad_kernels', x, r, weight, geometry, backend,
                     lambda: _TRITON.module.fused_grad_kernels(grad_out, x, r, weight, *geometry), reference,
