@@ -1,8 +1,9 @@
 // The CPU involution kernels, written once with GCC vector extensions and compiled by each kernels_*.cpp
 // for one instruction set: it defines INVOLUTION_ISA (the namespace), INVOLUTION_VECTOR_BYTES (the vector
 // width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers) and
-// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient), then includes this file
-// under its `#pragma GCC target`. Nothing here calls a function defined outside this file.
+// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient), INVOLUTION_GEN_TAPS and
+// INVOLUTION_GEN_VECTORS (the taps x column vectors whose kernel values the fused forward generates at
+// once), then includes this file under its `#pragma GCC target`. Nothing here calls a function defined outside this file.
 //
 // Every kernel is vectorized along output (or input) columns and keeps, in registers, the accumulators of
 // a block of channels of one group: the channels of a group share each kernel value, so one vector of
@@ -17,6 +18,8 @@ typedef int64_t i64;
 
 constexpr int kChannelBlock = INVOLUTION_CHANNEL_BLOCK;
 constexpr int kTapBlock = INVOLUTION_TAP_BLOCK;
+constexpr int kGenTaps = INVOLUTION_GEN_TAPS;
+constexpr int kGenVectors = INVOLUTION_GEN_VECTORS;
 
 template <typename T>
 struct Vec {
@@ -228,6 +231,57 @@ static inline void column_offsets(const Problem& p, const TileShape& xs, i64* of
 // ---------------------------------------------------------------------------------------------------------
 // forward: out[b, c, oh, ow] = sum_ij w[b, g, i, j, oh, ow] * x[b, c, oh*s_h - p_h + i*d_h, ow*s_w - p_w + j*d_w]
 
+// Whether kernel row i of output row oh reads input rows inside the map (else only padding: skipped).
+static inline bool row_inside(const Problem& p, i64 oh, i64 i) {
+  const i64 ih = oh * p.s_h - p.p_h + i * p.d_h;
+  return ih >= 0 && ih < p.in_h;
+}
+
+// Output row oh of a task (whose input rows are in x_tile) from the kernel values of tap t at
+// kernel_row(t) (out_w values). The last vector of the row reads its kernel values in place (the lanes
+// past the row are never written out), except where that would read at or past w_end: there from a
+// zero-padded copy in w_tile (taps * L). A null w_end: the rows are padded to whole vectors.
+template <typename T, typename KernelRow>
+static inline void forward_row(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
+                               const i64* columns, i64 oh, KernelRow kernel_row, const T* w_end, T* w_tile,
+                               T* tmp, T* out) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 taps_total = p.k_h * p.k_w;
+  i64 offsets[taps_total], tail_offsets[taps_total];
+  const T* weights[taps_total];
+  const T* tail_weights[taps_total];
+  const i64 full = p.out_w / L * L, tail = p.out_w - full;  // columns in whole vectors, and the rest
+  i64 taps = 0;
+  for (i64 i = 0; i < p.k_h; ++i) {
+    if (!row_inside(p, oh, i)) continue;
+    const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
+    for (i64 j = 0; j < p.k_w; ++j) {
+      const T* w_row = kernel_row(i * p.k_w + j);
+      offsets[taps] = row * xs.row_elements() + columns[j];
+      weights[taps] = w_row;
+      if (tail) {
+        tail_offsets[taps] = offsets[taps] + full;
+        tail_weights[taps] = w_row + full;
+        if (w_end && w_row + full + L > w_end) {
+          T* copy = w_tile + taps * L;
+          copy_elements(copy, w_row + full, tail);
+          zero_elements(copy + tail, L - tail);
+          tail_weights[taps] = copy;
+        }
+      }
+      ++taps;
+    }
+  }
+  T* out_row = out + oh * call.os.h;
+  for (i64 k0 = 0; k0 < full; k0 += L)
+    aggregate_group(x_tile, xs.plane(), p.group_channels, offsets, weights, taps, k0, L, tmp,
+                    out_row + k0 * call.os.w, call.os.c, call.os.w);
+  if (tail)
+    aggregate_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, taps, 0, tail, tmp,
+                    out_row + full * call.os.w, call.os.c, call.os.w);
+}
+
 template <typename T>
 static i64 forward_scratch(const Problem& p, i64 rows) {
   constexpr int L = Vec<T>::lanes;
@@ -247,44 +301,120 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
   const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
   T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
   pack_tile(x, call.as, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
-  i64 offsets[taps_total], tail_offsets[taps_total], columns[p.k_w];
+  i64 columns[p.k_w];
   column_offsets(p, xs, columns);
-  const T* weights[taps_total];
-  const T* tail_weights[taps_total];
-  const i64 full = p.out_w / L * L, tail = p.out_w - full;  // columns in whole vectors, and the rest
-  // The last vector of a row reads its kernel values in place (the lanes past the row are never written
-  // out), except where that would read past the end of the weight tensor: there from a zero-padded copy.
   const T* w_end = static_cast<const T*>(call.b) + p.batch * p.groups * taps_total * plane_w;
-  for (i64 oh = task.row0; oh < task.row1; ++oh) {
-    i64 taps = 0;
-    for (i64 i = 0; i < p.k_h; ++i) {
-      const i64 ih = oh * p.s_h - p.p_h + i * p.d_h;
-      if (ih < 0 || ih >= p.in_h) continue;  // the tap reads padding only
-      const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
-      for (i64 j = 0; j < p.k_w; ++j) {
-        const T* w_row = w + (i * p.k_w + j) * plane_w + oh * p.out_w;
-        offsets[taps] = row * xs.row_elements() + columns[j];
-        weights[taps] = w_row;
-        if (tail) {
-          tail_offsets[taps] = offsets[taps] + full;
-          tail_weights[taps] = w_row + full;
-          if (w_row + full + L > w_end) {
-            T* copy = w_tile + taps * L;
-            copy_elements(copy, w_row + full, tail);
-            zero_elements(copy + tail, L - tail);
-            tail_weights[taps] = copy;
-          }
-        }
-        ++taps;
-      }
+  for (i64 oh = task.row0; oh < task.row1; ++oh)
+    forward_row(call, task, xs, x_tile, columns, oh, [&](i64 t) { return w + t * plane_w + oh * p.out_w; },
+                w_end, w_tile, tmp, out);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// fused forward: the forward with the kernel values generated row by row from the reduced features r by the
+// span conv, w[b, g, t, oh, ow] = bias[g*KK + t] + sum_q weight[g*KK + t, q] * r[b, q, oh, ow], into a
+// buffer that stays in cache; the (batch, groups * KK, out_h, out_w) kernel tensor is never stored. r comes
+// contiguous with its rows padded to r_pitch columns (a multiple of the vector: call.b, zeros past out_w).
+
+// kernels[tb * pitch + k0 + n*L + l] for TB taps and NV vectors of columns: bias + weight rows . r columns.
+template <typename T, int TB, int NV>
+static inline void generate(const T* weight, const T* bias, i64 reduced, const T* r, i64 r_plane, T* kernels,
+                            i64 pitch, i64 k0) {
+  typedef typename Vec<T>::type vec;
+  constexpr int L = Vec<T>::lanes;
+  vec acc[TB][NV];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[t][n] = vec{} + bias[t];
+  for (i64 q = 0; q < reduced; ++q) {
+    vec rv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) rv[n] = vload(r + q * r_plane + k0 + n * L);
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) {
+      const vec w = vec{} + weight[t * reduced + q];
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[t][n] += w * rv[n];
     }
-    T* out_row = out + oh * call.os.h;
-    for (i64 k0 = 0; k0 < full; k0 += L)
-      aggregate_group(x_tile, xs.plane(), p.group_channels, offsets, weights, taps, k0, L, tmp,
-                      out_row + k0 * call.os.w, call.os.c, call.os.w);
-    if (tail)
-      aggregate_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, taps, 0, tail, tmp,
-                      out_row + full * call.os.w, call.os.c, call.os.w);
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) vstore(kernels + t * pitch + k0 + n * L, acc[t][n]);
+}
+
+// generate() for taps [t0, t1) over `vectors` vectors of columns, in blocks of kGenTaps x kGenVectors.
+template <typename T, int TB>
+static inline void generate_columns(const T* weight, const T* bias, i64 reduced, const T* r, i64 r_plane,
+                                    T* kernels, i64 pitch, i64 vectors) {
+  constexpr int L = Vec<T>::lanes;
+  i64 n = 0;
+  for (; n + kGenVectors <= vectors; n += kGenVectors)
+    generate<T, TB, kGenVectors>(weight, bias, reduced, r, r_plane, kernels, pitch, n * L);
+  for (; n < vectors; ++n) generate<T, TB, 1>(weight, bias, reduced, r, r_plane, kernels, pitch, n * L);
+}
+
+template <typename T>
+static void generate_taps(const T* weight, const T* bias, i64 reduced, const T* r, i64 r_plane, T* kernels,
+                          i64 tap_stride, i64 vectors, i64 t0, i64 t1) {
+  i64 t = t0;
+  for (; t + kGenTaps <= t1; t += kGenTaps)
+    generate_columns<T, kGenTaps>(weight + t * reduced, bias + t, reduced, r, r_plane, kernels + t * tap_stride,
+                                  tap_stride, vectors);
+  for (; t < t1; ++t)
+    generate_columns<T, 1>(weight + t * reduced, bias + t, reduced, r, r_plane, kernels + t * tap_stride,
+                           tap_stride, vectors);
+}
+
+// Output rows whose kernel values are generated at once: enough for kGenVectors * 3 vectors of columns (on
+// narrow maps, one row is too few to keep the generation's registers busy).
+template <typename T>
+static i64 generated_rows(const Problem& p, i64 rows) {
+  const i64 vectors = div_ceil(p.out_w, Vec<T>::lanes);
+  return imax(1, imin(rows, div_ceil(3 * kGenVectors, vectors)));
+}
+
+template <typename T>
+static i64 fused_forward_scratch(const Problem& p, i64 rows) {
+  return input_tile<T>(p, rows).size() + p.k_h * p.k_w * generated_rows<T>(p, rows) * p.r_pitch +
+         kChannelBlock * Vec<T>::lanes;
+}
+
+template <typename T>
+static void fused_forward_task(const Call& call, const Task& task, T* scratch) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 taps_total = p.k_h * p.k_w, block = generated_rows<T>(p, task.row1 - task.row0);
+  const TileShape xs = input_tile<T>(p, task.row1 - task.row0);
+  const i64 pitch = p.r_pitch, r_plane = p.out_h * pitch, tap_stride = block * pitch;  // kernels[tap][row][column]
+  T* x_tile = scratch;
+  T* kernels = x_tile + xs.size();
+  T* tmp = kernels + taps_total * tap_stride;
+  const T* x = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
+  const T* r = static_cast<const T*>(call.b) + task.batch * p.reduced * r_plane;
+  const T* weight = static_cast<const T*>(call.span_weight) + task.group * taps_total * p.reduced;
+  const T* bias = static_cast<const T*>(call.span_bias) + task.group * taps_total;
+  T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
+  pack_tile(x, call.as, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
+  i64 columns[p.k_w];
+  column_offsets(p, xs, columns);
+  for (i64 oh0 = task.row0; oh0 < task.row1; oh0 += block) {
+    const i64 oh1 = imin(task.row1, oh0 + block);
+    // the kernel rows some row of the block reads inside the map (a contiguous range)
+    i64 i_lo = p.k_h, i_hi = -1;
+    for (i64 oh = oh0; oh < oh1; ++oh)
+      for (i64 i = 0; i < p.k_h; ++i)
+        if (row_inside(p, oh, i)) {
+          i_lo = imin(i_lo, i);
+          i_hi = imax(i_hi, i);
+        }
+    if (i_hi >= i_lo)
+      generate_taps(weight, bias, p.reduced, r + oh0 * pitch, r_plane, kernels, tap_stride, (oh1 - oh0) * pitch / L,
+                    i_lo * p.k_w, (i_hi + 1) * p.k_w);
+    for (i64 oh = oh0; oh < oh1; ++oh)
+      forward_row(call, task, xs, x_tile, columns, oh,
+                  [&](i64 t) { return kernels + t * tap_stride + (oh - oh0) * pitch; },
+                  static_cast<const T*>(nullptr), static_cast<T*>(nullptr), tmp, out);
   }
 }
 
@@ -483,6 +613,7 @@ static i64 scratch_elements(int kernel, const Problem& p, i64 rows) {
   switch (kernel) {
     case kForward: return imax(forward_scratch<float>(p, rows), forward_scratch<double>(p, rows));
     case kGradInput: return imax(grad_input_scratch<float>(p, rows), grad_input_scratch<double>(p, rows));
+    case kFusedForward: return imax(fused_forward_scratch<float>(p, rows), fused_forward_scratch<double>(p, rows));
     default: return imax(grad_weight_scratch<float>(p, rows), grad_weight_scratch<double>(p, rows));
   }
 }
@@ -492,6 +623,7 @@ static void run(int kernel, const Call& call, const Task& task, T* scratch) {
   switch (kernel) {
     case kForward: forward_task<T>(call, task, scratch); break;
     case kGradInput: grad_input_task<T>(call, task, scratch); break;
+    case kFusedForward: fused_forward_task<T>(call, task, scratch); break;
     default: grad_weight_task<T>(call, task, scratch); break;
   }
 }
@@ -504,7 +636,7 @@ static void run_double(int kernel, const Call& call, const Task& task, double* s
   run<double>(kernel, call, task, scratch);
 }
 
-extern const KernelSet kernels = {INVOLUTION_ISA_NAME, scratch_elements, run_float, run_double};
+extern const KernelSet kernels = {INVOLUTION_ISA_NAME, INVOLUTION_VECTOR_BYTES, scratch_elements, run_float, run_double};
 
 }  // namespace INVOLUTION_ISA
 }  // namespace involution_cpu

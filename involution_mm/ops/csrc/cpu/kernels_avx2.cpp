@@ -10,6 +10,8 @@
 #define INVOLUTION_VECTOR_BYTES 32
 #define INVOLUTION_CHANNEL_BLOCK 8
 #define INVOLUTION_TAP_BLOCK 6
+#define INVOLUTION_GEN_TAPS 4
+#define INVOLUTION_GEN_VECTORS 2
 #include "involution_kernels.h"
 #pragma GCC pop_options
 #endif

@@ -12,6 +12,8 @@
 #define INVOLUTION_VECTOR_BYTES 32
 #define INVOLUTION_CHANNEL_BLOCK 16
 #define INVOLUTION_TAP_BLOCK 8
+#define INVOLUTION_GEN_TAPS 7
+#define INVOLUTION_GEN_VECTORS 3
 #include "involution_kernels.h"
 #pragma GCC pop_options
 #endif

@@ -7,4 +7,6 @@
 #define INVOLUTION_VECTOR_BYTES 16
 #define INVOLUTION_CHANNEL_BLOCK 8
 #define INVOLUTION_TAP_BLOCK 4
+#define INVOLUTION_GEN_TAPS 4
+#define INVOLUTION_GEN_VECTORS 2
 #include "involution_kernels.h"
