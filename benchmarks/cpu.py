@@ -15,7 +15,10 @@ ONNX Runtime), with 2 threads unless told otherwise.
 the ``pytorch`` reference) and layout. Each kernel's bound is the larger of its multiply-adds (49 per output
 element of the op) at the rate of a 2048x2048 float32 matmul and its bytes (each tensor it reads or writes,
 once) at the copy bandwidth of a 256 MB tensor; both are measured in the same run, interleaved with the
-kernels. Printed: median and best time, and the share of the bound at each.
+kernels. Printed: median and best time, and the share of the bound at each. Then the fused layer's forward
+(``fused_involution``: the span conv, R = C / 4 -> G * K * K channels, and the aggregation in one kernel)
+and, for comparison, the unfused layer's (``F.conv2d``, then the op's forward), whose bound counts both
+products' multiply-adds and the bytes of x, r and the output.
 
 ``models``: every model against ResNet-50 (mmpretrain's resnet50 config), built from its config as in
 ``models.py``, on random 224x224 images; each repeat times every model once in turn (interleaved), and a
@@ -87,6 +90,7 @@ def op_cases(batches: Sequence[int], backends: Sequence[str], layouts: Sequence[
     """Every (stage, batch, layout, backend, kernel) to time, with its arguments, multiply-adds and bytes."""
     from involution_mm.ops.backends import _BACKENDS
     from involution_mm.ops.geometry import check_inputs
+    fused_forwards = _fused_forwards()
     cases = []
     for channels, size in STAGES:
         for batch in batches:
@@ -97,16 +101,44 @@ def op_cases(batches: Sequence[int], backends: Sequence[str], layouts: Sequence[
                 grad = torch.randn_like(x)
                 geo = check_inputs(x, weight, 1, KERNEL_SIZE // 2, 1)
                 macs = KERNEL_SIZE**2 * x.numel()
+                # the fused layer: r (C / 4 channels) and the span conv's (G * K * K, C / 4) weight and bias
+                reduced = torch.rand(batch, channels // 4, size, size).contiguous(memory_format=LAYOUTS[layout])
+                span_weight = torch.randn(groups * KERNEL_SIZE**2, channels // 4) / (channels // 4)**0.5
+                span_bias = torch.randn(groups * KERNEL_SIZE**2) * 0.1
+                fused_args = (x, reduced, span_weight, span_bias, KERNEL_SIZE, 1, KERNEL_SIZE // 2, 1)
+                fused_macs = macs + span_weight.numel() * batch * size * size
                 for backend in backends:
                     kernels = _BACKENDS[backend]
-                    calls = {'forward': (kernels.forward, (x, weight, geo)),
-                             'grad_input': (kernels.grad_input, (grad, weight, geo)),
-                             'grad_weight': (kernels.grad_weight, (grad, x, geo))}
-                    for kernel, (fn, args) in calls.items():
+                    calls = {'forward': (kernels.forward, (x, weight, geo), macs),
+                             'grad_input': (kernels.grad_input, (grad, weight, geo), macs),
+                             'grad_weight': (kernels.grad_weight, (grad, x, geo), macs),
+                             'fused forward': (fused_forwards[backend], fused_args, fused_macs),
+                             'span conv + forward': (unfused_forward(kernels.forward, geo), fused_args, fused_macs)}
+                    for kernel, (fn, args, kernel_macs) in calls.items():
+                        moved = (2 * x.numel() + weight.numel() if kernel in ('forward', 'grad_input', 'grad_weight')
+                                 else 2 * x.numel() + reduced.numel())
                         cases.append(dict(stage=(channels, size), batch=batch, layout=layout, backend=backend,
-                                          kernel=kernel, fn=fn, args=args, macs=macs,
-                                          bytes=4 * (2 * x.numel() + weight.numel())))
+                                          kernel=kernel, fn=fn, args=args, macs=kernel_macs, bytes=4 * moved))
     return cases
+
+
+def unfused_forward(forward: Callable, geo) -> Callable:
+    """The unfused layer's forward on the fused arguments: the span conv, then the op's ``forward``."""
+    import torch.nn.functional as F
+
+    def run(x, r, weight, bias, kernel_size, stride, padding, dilation):
+        kernels = F.conv2d(r, weight[:, :, None, None], bias)
+        return forward(x, kernels.view(geo.batch, geo.groups, kernel_size, kernel_size, *geo.out_size), geo)
+
+    return run
+
+
+def _fused_forwards() -> Dict[str, Callable]:
+    """The fused layer's forward for each op backend: its CPU kernel, and its PyTorch reference."""
+    from involution_mm.ops.cpu_backend import cpu_fused_forward
+    from involution_mm.ops.fused_reference import reference_forward
+    return {'cpu': cpu_fused_forward, 'pytorch': reference_forward}
+
 
 
 def matmul_rate() -> float:
