@@ -95,7 +95,8 @@ class RedNetBottleneck(BaseModule):
             out = self.relu(self.norm1(self.conv1(x)))
             out = self.relu(self.norm2(self.conv2(out)))
             out = self.norm3(self.conv3(out))
-            return out + (x if self.downsample is None else self.downsample(x))
+            out += x if self.downsample is None else self.downsample(x)  # in place: no fresh tensor a block
+            return out
 
         if self.with_cp and x.requires_grad:
             out = cp.checkpoint(residual, x, use_reentrant=False)
