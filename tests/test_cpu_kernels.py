@@ -62,6 +62,27 @@ def test_kernels_match_the_reference(isa, shape, layout):
         assert (got.dtype, got.stride()) == (want.dtype, want.stride())
 
 
+# Rows of 32 columns or more: the forward takes output rows in pairs (two rows' accumulators share each input
+# load); odd heights leave a single row, widths that are not whole vectors a partial vector, borders rows
+# that feed only one of the pair.
+WIDE_SHAPES = [(2, 32, (9, 37), 2, 7, 1, 3, 1), (1, 16, (6, 40), 1, 3, 1, 1, 1),
+               (1, 24, (5, 36), 2, 3, 1, 1, 1)]  # the last: 12 channels a group, a partial channel block
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'strided view'])
+@pytest.mark.parametrize('shape', WIDE_SHAPES)
+def test_wide_rows_match_the_reference(isa, shape, layout, dtype):
+    *sizes, stride, padding, dilation = shape
+    x, weight = make_inputs(*sizes, stride, padding, dilation, dtype=dtype)
+    if layout != 'contiguous':
+        x, weight = memory_layouts(x, weight)[layout]
+    geo = check_inputs(x, weight, stride, padding, dilation)
+    got, want = cpu_backend.cpu_forward(x, weight, geo), involution_forward(x, weight, geo)
+    torch.testing.assert_close(got, want)
+    assert got.stride() == want.stride()
+
+
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('shape', [SHAPES[1], SHAPES[3], SHAPES[4]])
@@ -193,13 +214,18 @@ def test_other_devices_are_refused():
 # kernels with regenerated kernels, against the fused layer's PyTorch reference.
 
 
+# the fused cases, and two with rows of 32 columns or more (rows in pairs, see WIDE_SHAPES)
+FUSED_CASES = fused_cases.CASES + [(1, 32, (9, 37), 7, 1, 1, 16, 'contiguous'),
+                                   (2, 32, (8, 33), 3, 1, 1, 16, 'channels_last')]
+
+
 def fused_value_and_grads(backend, case, dtype):
     inputs, grad, geometry = fused_cases.make_inputs(*case, dtype=dtype, device=torch.device('cpu'))
     values = fused_cases.value_and_grads(lambda *a: fused_involution(*a, backend=backend), inputs, grad, geometry)
     return values, inputs
 
 
-@pytest.mark.parametrize('case', fused_cases.CASES, ids=lambda case: f'{case[1]}ch-{case[2]}-k{case[3]}s{case[4]}'
+@pytest.mark.parametrize('case', FUSED_CASES, ids=lambda case: f'{case[1]}ch-{case[2]}-k{case[3]}s{case[4]}'
                          f'd{case[5]}-{case[-1]}')
 def test_fused_layer_matches_the_reference(isa, case):
     """Output and the gradients for x, r, weight and bias in float64, in the reference's layouts: x's for the

@@ -1,7 +1,8 @@
 // The CPU involution kernels, written once with GCC vector extensions and compiled by each kernels_*.cpp
 // for one instruction set: it defines INVOLUTION_ISA (the namespace), INVOLUTION_VECTOR_BYTES (the vector
 // width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers) and
-// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient), INVOLUTION_GEN_TAPS and
+// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient),
+// INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the forward's two-row blocks), INVOLUTION_GEN_TAPS and
 // INVOLUTION_GEN_VECTORS (the taps x column vectors whose kernel values the fused forward generates at
 // once), then includes this file under its `#pragma GCC target`. Nothing here calls a function defined outside this file.
 //
@@ -18,7 +19,10 @@ typedef int64_t i64;
 
 constexpr int kChannelBlock = INVOLUTION_CHANNEL_BLOCK;
 constexpr int kTapBlock = INVOLUTION_TAP_BLOCK;
+constexpr int kPairBlock = INVOLUTION_PAIR_CHANNEL_BLOCK;
 constexpr int kGenTaps = INVOLUTION_GEN_TAPS;
+// vectors of `tmp` the aggregation needs (a block of channels, or two rows of a pair block)
+constexpr int kTmpVectors = kChannelBlock > 2 * kPairBlock ? kChannelBlock : 2 * kPairBlock;
 constexpr int kGenVectors = INVOLUTION_GEN_VECTORS;
 
 template <typename T>
@@ -213,6 +217,93 @@ static inline void aggregate_group(const T* tile, i64 plane, i64 channels, const
   }
 }
 
+// Keep v in a register: GCC otherwise folds a vector load used twice into both fused multiply-adds as a
+// memory operand, which loads it twice.
+#if defined(__x86_64__)
+#define INVOLUTION_IN_REGISTER(v) __asm__("" : "+v"(v))
+#elif defined(__aarch64__)
+#define INVOLUTION_IN_REGISTER(v) __asm__("" : "+w"(v))
+#else
+#define INVOLUTION_IN_REGISTER(v)
+#endif
+
+// Two output rows a and b at once, for the forward with s_h = d_h = 1, where row b's kernel row i reads the
+// input row that row a's kernel row i + 1 reads: each input vector loaded serves both rows' accumulators.
+// Taps [0, both) feed both rows (kernel values at weights[2t] and weights[2t + 1]), the next only_a row a
+// only, the next only_b row b only. The sums go to out_a / out_b (channel stride sc), or without them to tmp
+// (row a's CB vectors, then row b's).
+template <typename T, int CB>
+static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 both,
+                                  i64 only_a, i64 only_b, i64 k0, T* tmp, T* out_a, T* out_b, i64 sc) {
+  typedef typename Vec<T>::type vec;
+  vec a[CB], b[CB];
+#pragma GCC unroll 16
+  for (int c = 0; c < CB; ++c) a[c] = b[c] = vec{};
+  i64 t = 0;
+  for (; t < both; ++t) {
+    const vec wa = vload(weights[2 * t] + k0), wb = vload(weights[2 * t + 1] + k0);
+    const T* in = tile + offsets[t] + k0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+      vec x = vload(in + c * plane);
+      INVOLUTION_IN_REGISTER(x);
+      a[c] += wa * x;
+      b[c] += wb * x;
+    }
+  }
+  for (; t < both + only_a; ++t) {
+    const vec wa = vload(weights[2 * t] + k0);
+    const T* in = tile + offsets[t] + k0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) a[c] += wa * vload(in + c * plane);
+  }
+  for (; t < both + only_a + only_b; ++t) {
+    const vec wb = vload(weights[2 * t + 1] + k0);
+    const T* in = tile + offsets[t] + k0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) b[c] += wb * vload(in + c * plane);
+  }
+  if (out_a) {
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+      vstore(out_a + c * sc, a[c]);
+      vstore(out_b + c * sc, b[c]);
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+      vstore(tmp + c * Vec<T>::lanes, a[c]);
+      vstore(tmp + (CB + c) * Vec<T>::lanes, b[c]);
+    }
+  }
+}
+
+// aggregate_pair() over all channels of a group, in blocks of kPairBlock and then one by one; writes out.
+template <typename T>
+static inline void aggregate_pair_group(const T* tile, i64 plane, i64 channels, const i64* offsets,
+                                        const T* const* weights, i64 both, i64 only_a, i64 only_b, i64 k0, i64 lanes,
+                                        T* tmp, T* out_a, T* out_b, i64 sc, i64 sw) {
+  constexpr int L = Vec<T>::lanes;
+  const bool direct = sw == 1 && lanes == L;
+  i64 c = 0;
+  for (; c + kPairBlock <= channels; c += kPairBlock) {
+    aggregate_pair<T, kPairBlock>(tile + c * plane, plane, offsets, weights, both, only_a, only_b, k0, tmp,
+                                  direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc);
+    if (!direct) {
+      write_columns(tmp, kPairBlock, lanes, out_a + c * sc, sc, sw);
+      write_columns(tmp + kPairBlock * L, kPairBlock, lanes, out_b + c * sc, sc, sw);
+    }
+  }
+  for (; c < channels; ++c) {
+    aggregate_pair<T, 1>(tile + c * plane, plane, offsets, weights, both, only_a, only_b, k0, tmp,
+                         direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc);
+    if (!direct) {
+      write_columns(tmp, 1, lanes, out_a + c * sc, sc, sw);
+      write_columns(tmp + L, 1, lanes, out_b + c * sc, sc, sw);
+    }
+  }
+}
+
 // The tile of x that `rows` output rows read (forward and weight gradient): phases = stride along the
 // width, so output column k's tap j is at phase (j * d_w) % s_w, position k + (j * d_w) / s_w.
 template <typename T>
@@ -237,10 +328,20 @@ static inline bool row_inside(const Problem& p, i64 oh, i64 i) {
   return ih >= 0 && ih < p.in_h;
 }
 
+// Where the last (partial) vector of a row of kernel values starting at w_row is read: in place (the lanes
+// past the row are never written out), except where that would read past w_end: there from a zero-padded
+// copy at `copy` (L elements). A null w_end: the rows are padded to whole vectors.
+template <typename T>
+static inline const T* tail_values(const T* w_row, i64 full, i64 tail, const T* w_end, T* copy) {
+  constexpr int L = Vec<T>::lanes;
+  if (!w_end || w_row + full + L <= w_end) return w_row + full;
+  copy_elements(copy, w_row + full, tail);
+  zero_elements(copy + tail, L - tail);
+  return copy;
+}
+
 // Output row oh of a task (whose input rows are in x_tile) from the kernel values of tap t at
-// kernel_row(t) (out_w values). The last vector of the row reads its kernel values in place (the lanes
-// past the row are never written out), except where that would read at or past w_end: there from a
-// zero-padded copy in w_tile (taps * L). A null w_end: the rows are padded to whole vectors.
+// kernel_row(oh, t) (out_w values; see tail_values for w_end and w_tile, taps * L elements).
 template <typename T, typename KernelRow>
 static inline void forward_row(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
                                const i64* columns, i64 oh, KernelRow kernel_row, const T* w_end, T* w_tile,
@@ -257,18 +358,11 @@ static inline void forward_row(const Call& call, const Task& task, const TileSha
     if (!row_inside(p, oh, i)) continue;
     const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
     for (i64 j = 0; j < p.k_w; ++j) {
-      const T* w_row = kernel_row(i * p.k_w + j);
+      weights[taps] = kernel_row(oh, i * p.k_w + j);
       offsets[taps] = row * xs.row_elements() + columns[j];
-      weights[taps] = w_row;
       if (tail) {
         tail_offsets[taps] = offsets[taps] + full;
-        tail_weights[taps] = w_row + full;
-        if (w_end && w_row + full + L > w_end) {
-          T* copy = w_tile + taps * L;
-          copy_elements(copy, w_row + full, tail);
-          zero_elements(copy + tail, L - tail);
-          tail_weights[taps] = copy;
-        }
+        tail_weights[taps] = tail_values(weights[taps], full, tail, w_end, w_tile + taps * L);
       }
       ++taps;
     }
@@ -282,10 +376,77 @@ static inline void forward_row(const Call& call, const Task& task, const TileSha
                     out_row + full * call.os.w, call.os.c, call.os.w);
 }
 
+// Output rows oh and oh + 1 at once (s_h = d_h = 1: aggregate_pair), as forward_row does one; w_tile holds
+// 2 * (k_h + 1) * k_w * L elements.
+template <typename T, typename KernelRow>
+static inline void forward_pair(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
+                                const i64* columns, i64 oh, KernelRow kernel_row, const T* w_end, T* w_tile,
+                                T* tmp, T* out) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  const i64 entries = (p.k_h + 1) * p.k_w;
+  i64 offsets[entries], tail_offsets[entries];
+  const T* weights[2 * entries];
+  const T* tail_weights[2 * entries];
+  const i64 full = p.out_w / L * L, tail = p.out_w - full;
+  // input row r of the k_h + 1 the pair reads is kernel row r of row a and kernel row r - 1 of row b:
+  // the entries that feed both rows first, then those of row a only, then those of row b only
+  i64 count[3] = {0, 0, 0};
+  for (int kind = 0; kind < 3; ++kind) {
+    for (i64 r = 0; r <= p.k_h; ++r) {
+      const bool a = r < p.k_h && row_inside(p, oh, r), b = r >= 1 && row_inside(p, oh + 1, r - 1);
+      if (!(a || b) || kind != (a && b ? 0 : a ? 1 : 2)) continue;
+      for (i64 j = 0; j < p.k_w; ++j) {
+        const i64 e = count[0] + count[1] + count[2];
+        offsets[e] = ((oh - task.row0) + r) * xs.row_elements() + columns[j];
+        weights[2 * e] = a ? kernel_row(oh, r * p.k_w + j) : nullptr;
+        weights[2 * e + 1] = b ? kernel_row(oh + 1, (r - 1) * p.k_w + j) : nullptr;
+        if (tail) {
+          tail_offsets[e] = offsets[e] + full;
+          for (int side = 0; side < 2; ++side) {
+            const T* values = weights[2 * e + side];
+            tail_weights[2 * e + side] =
+                values ? tail_values(values, full, tail, w_end, w_tile + (2 * e + side) * L) : nullptr;
+          }
+        }
+        ++count[kind];
+      }
+    }
+  }
+  T* out_a = out + oh * call.os.h;
+  T* out_b = out_a + call.os.h;
+  for (i64 k0 = 0; k0 < full; k0 += L)
+    aggregate_pair_group(x_tile, xs.plane(), p.group_channels, offsets, weights, count[0], count[1], count[2], k0,
+                         L, tmp, out_a + k0 * call.os.w, out_b + k0 * call.os.w, call.os.c, call.os.w);
+  if (tail)
+    aggregate_pair_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, count[0], count[1],
+                         count[2], 0, tail, tmp, out_a + full * call.os.w, out_b + full * call.os.w, call.os.c,
+                         call.os.w);
+}
+
+// Whether the forward takes output rows in pairs: where the geometry allows (s_h = d_h = 1) and rows are
+// wide (4 vectors or more; on narrow maps the pairs' extra bookkeeping cost more than the loads they save,
+// measured on RedNet-50's stages: 10-13% faster at 56 columns, level at 28, 10-15% slower at 14 and 7).
+template <typename T>
+static inline bool pairs_pay(const Problem& p) {
+  return p.s_h == 1 && p.d_h == 1 && p.out_w >= 4 * Vec<T>::lanes;
+}
+
+// Output rows [oh0, oh1) of a task: in pairs where pairs_pay, else one by one.
+template <typename T, typename KernelRow>
+static inline void forward_rows(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
+                                const i64* columns, i64 oh0, i64 oh1, KernelRow kernel_row, const T* w_end,
+                                T* w_tile, T* tmp, T* out) {
+  i64 oh = oh0;
+  if (pairs_pay<T>(call.p))
+    for (; oh + 2 <= oh1; oh += 2) forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
+  for (; oh < oh1; ++oh) forward_row(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
+}
+
 template <typename T>
 static i64 forward_scratch(const Problem& p, i64 rows) {
   constexpr int L = Vec<T>::lanes;
-  return input_tile<T>(p, rows).size() + p.k_h * p.k_w * L + kChannelBlock * L;
+  return input_tile<T>(p, rows).size() + 2 * (p.k_h + 1) * p.k_w * L + kTmpVectors * L;
 }
 
 template <typename T>
@@ -296,7 +457,7 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
   const TileShape xs = input_tile<T>(p, task.row1 - task.row0);
   T* x_tile = scratch;
   T* w_tile = x_tile + xs.size();
-  T* tmp = w_tile + taps_total * L;
+  T* tmp = w_tile + 2 * (p.k_h + 1) * p.k_w * L;
   const T* x = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
   const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
   T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
@@ -304,9 +465,8 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
   i64 columns[p.k_w];
   column_offsets(p, xs, columns);
   const T* w_end = static_cast<const T*>(call.b) + p.batch * p.groups * taps_total * plane_w;
-  for (i64 oh = task.row0; oh < task.row1; ++oh)
-    forward_row(call, task, xs, x_tile, columns, oh, [&](i64 t) { return w + t * plane_w + oh * p.out_w; },
-                w_end, w_tile, tmp, out);
+  forward_rows(call, task, xs, x_tile, columns, task.row0, task.row1,
+               [&](i64 oh, i64 t) { return w + t * plane_w + oh * p.out_w; }, w_end, w_tile, tmp, out);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -325,14 +485,14 @@ static inline void generate(const T* weight, const T* bias, i64 reduced, const T
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) acc[t][n] = vec{} + bias[t];
+    for (int n = 0; n < NV; ++n) acc[t][n] = bias[t] - vec{};
   for (i64 q = 0; q < reduced; ++q) {
     vec rv[NV];
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) rv[n] = vload(r + q * r_plane + k0 + n * L);
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t) {
-      const vec w = vec{} + weight[t * reduced + q];
+      const vec w = weight[t * reduced + q] - vec{};  // a broadcast load (`+ vec{}` would add a zero first)
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) acc[t][n] += w * rv[n];
     }
@@ -367,17 +527,18 @@ static void generate_taps(const T* weight, const T* bias, i64 reduced, const T* 
 }
 
 // Output rows whose kernel values are generated at once: enough for kGenVectors * 3 vectors of columns (on
-// narrow maps, one row is too few to keep the generation's registers busy).
+// narrow maps, one row is too few to keep the generation's registers busy), in whole pairs of rows where
+// the aggregation takes rows in pairs (pairs_pay).
 template <typename T>
 static i64 generated_rows(const Problem& p, i64 rows) {
-  const i64 vectors = div_ceil(p.out_w, Vec<T>::lanes);
-  return imax(1, imin(rows, div_ceil(3 * kGenVectors, vectors)));
+  const i64 least = div_ceil(3 * kGenVectors, div_ceil(p.out_w, Vec<T>::lanes));
+  return imax(1, imin(rows, pairs_pay<T>(p) ? round_up(least, 2) : least));
 }
 
 template <typename T>
 static i64 fused_forward_scratch(const Problem& p, i64 rows) {
   return input_tile<T>(p, rows).size() + p.k_h * p.k_w * generated_rows<T>(p, rows) * p.r_pitch +
-         kChannelBlock * Vec<T>::lanes;
+         kTmpVectors * Vec<T>::lanes;
 }
 
 template <typename T>
@@ -411,10 +572,9 @@ static void fused_forward_task(const Call& call, const Task& task, T* scratch) {
     if (i_hi >= i_lo)
       generate_taps(weight, bias, p.reduced, r + oh0 * pitch, r_plane, kernels, tap_stride, (oh1 - oh0) * pitch / L,
                     i_lo * p.k_w, (i_hi + 1) * p.k_w);
-    for (i64 oh = oh0; oh < oh1; ++oh)
-      forward_row(call, task, xs, x_tile, columns, oh,
-                  [&](i64 t) { return kernels + t * tap_stride + (oh - oh0) * pitch; },
-                  static_cast<const T*>(nullptr), static_cast<T*>(nullptr), tmp, out);
+    forward_rows(call, task, xs, x_tile, columns, oh0, oh1,
+                 [&](i64 oh, i64 t) { return kernels + t * tap_stride + (oh - oh0) * pitch; },
+                 static_cast<const T*>(nullptr), static_cast<T*>(nullptr), tmp, out);
   }
 }
 
