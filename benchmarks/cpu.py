@@ -127,7 +127,7 @@ def unfused_forward(forward: Callable, geo) -> Callable:
     import torch.nn.functional as F
 
     def run(x, r, weight, bias, kernel_size, stride, padding, dilation):
-        kernels = F.conv2d(r, weight[:, :, None, None], bias)
+        kernels = F.conv2d(r, weight.view(*weight.shape, 1, 1), bias)
         return forward(x, kernels.view(geo.batch, geo.groups, kernel_size, kernel_size, *geo.out_size), geo)
 
     return run
