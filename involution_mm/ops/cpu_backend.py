@@ -86,8 +86,8 @@ def cpu_grad_weight(grad_out: torch.Tensor, x: torch.Tensor, geo: Geometry) -> t
 
 def _fused_geometry(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int,
                     padding: int, dilation: int) -> Geometry:
-    return Geometry(x.shape[0], x.shape[1], weight.shape[0] // kernel_size**2, tuple(x.shape[2:]), tuple(r.shape[2:]),
-                    (kernel_size, ) * 2, (stride, ) * 2, (padding, ) * 2, (dilation, ) * 2)
+    return Geometry(x.shape[0], x.shape[1], weight.shape[0] // kernel_size**2, tuple(x.shape[2:]),
+                    tuple(r.shape[2:]), (kernel_size, ) * 2, (stride, ) * 2, (padding, ) * 2, (dilation, ) * 2)
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

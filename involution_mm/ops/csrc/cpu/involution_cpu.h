@@ -22,9 +22,9 @@ struct Strides {
 
 // The tensors of one kernel call. forward: a = x, b = weight, out = out; grad_input: a = grad_out,
 // b = weight, out = grad_x; grad_weight: a = grad_out, b = x, out = grad_weight; fused forward: a = x,
-// b = r (the reduced features, (batch, reduced, out_h, r_pitch) contiguous), span_weight (groups * k_h * k_w, reduced) and span_bias
-// (groups * k_h * k_w) contiguous, out = out. The weight and grad_weight are contiguous (batch, groups,
-// k_h, k_w, out_h, out_w); the others have any strides.
+// b = r (the reduced features, (batch, reduced, out_h, r_pitch) contiguous), span_weight
+// (groups * k_h * k_w, reduced) and span_bias (groups * k_h * k_w) contiguous, out = out. The weight and
+// grad_weight are contiguous (batch, groups, k_h, k_w, out_h, out_w); the others have any strides.
 struct Call {
   Problem p;
   const void* a;

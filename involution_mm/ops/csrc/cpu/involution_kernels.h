@@ -1,10 +1,10 @@
 // The CPU involution kernels, written once with GCC vector extensions and compiled by each kernels_*.cpp
 // for one instruction set: it defines INVOLUTION_ISA (the namespace), INVOLUTION_VECTOR_BYTES (the vector
-// width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers) and
-// INVOLUTION_TAP_BLOCK (kernel taps accumulated at once by the weight gradient),
-// INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the forward's two-row blocks), INVOLUTION_GEN_TAPS and
-// INVOLUTION_GEN_VECTORS (the taps x column vectors whose kernel values the fused forward generates at
-// once), then includes this file under its `#pragma GCC target`. Nothing here calls a function defined outside this file.
+// width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers), INVOLUTION_TAP_BLOCK
+// (kernel taps accumulated at once by the weight gradient), INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the
+// forward's two-row blocks), INVOLUTION_GEN_TAPS and INVOLUTION_GEN_VECTORS (the taps x column vectors whose
+// kernel values the fused forward generates at once), then includes this file under its
+// `#pragma GCC target`. Nothing here calls a function defined outside this file.
 //
 // Every kernel is vectorized along output (or input) columns and keeps, in registers, the accumulators of
 // a block of channels of one group: the channels of a group share each kernel value, so one vector of
@@ -439,7 +439,8 @@ static inline void forward_rows(const Call& call, const Task& task, const TileSh
                                 T* w_tile, T* tmp, T* out) {
   i64 oh = oh0;
   if (pairs_pay<T>(call.p))
-    for (; oh + 2 <= oh1; oh += 2) forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
+    for (; oh + 2 <= oh1; oh += 2)
+      forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
   for (; oh < oh1; ++oh) forward_row(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
 }
 
@@ -796,7 +797,8 @@ static void run_double(int kernel, const Call& call, const Task& task, double* s
   run<double>(kernel, call, task, scratch);
 }
 
-extern const KernelSet kernels = {INVOLUTION_ISA_NAME, INVOLUTION_VECTOR_BYTES, scratch_elements, run_float, run_double};
+extern const KernelSet kernels = {INVOLUTION_ISA_NAME, INVOLUTION_VECTOR_BYTES, scratch_elements, run_float,
+                                  run_double};
 
 }  // namespace INVOLUTION_ISA
 }  // namespace involution_cpu
