@@ -107,18 +107,18 @@ def op_cases(batches: Sequence[int], backends: Sequence[str], layouts: Sequence[
                 span_bias = torch.randn(groups * KERNEL_SIZE**2) * 0.1
                 fused_args = (x, reduced, span_weight, span_bias, KERNEL_SIZE, 1, KERNEL_SIZE // 2, 1)
                 fused_macs = macs + span_weight.numel() * batch * size * size
+                op_cost = (macs, 4 * (2 * x.numel() + weight.numel()))  # multiply-adds, bytes moved once
+                fused_cost = (fused_macs, 4 * (2 * x.numel() + reduced.numel()))
                 for backend in backends:
                     kernels = _BACKENDS[backend]
-                    calls = {'forward': (kernels.forward, (x, weight, geo), macs),
-                             'grad_input': (kernels.grad_input, (grad, weight, geo), macs),
-                             'grad_weight': (kernels.grad_weight, (grad, x, geo), macs),
-                             'fused forward': (fused_forwards[backend], fused_args, fused_macs),
-                             'span conv + forward': (unfused_forward(kernels.forward, geo), fused_args, fused_macs)}
-                    for kernel, (fn, args, kernel_macs) in calls.items():
-                        moved = (2 * x.numel() + weight.numel() if kernel in ('forward', 'grad_input', 'grad_weight')
-                                 else 2 * x.numel() + reduced.numel())
+                    calls = {'forward': (kernels.forward, (x, weight, geo), op_cost),
+                             'grad_input': (kernels.grad_input, (grad, weight, geo), op_cost),
+                             'grad_weight': (kernels.grad_weight, (grad, x, geo), op_cost),
+                             'fused forward': (fused_forwards[backend], fused_args, fused_cost),
+                             'span conv + forward': (unfused_forward(kernels.forward, geo), fused_args, fused_cost)}
+                    for kernel, (fn, args, (kernel_macs, moved)) in calls.items():
                         cases.append(dict(stage=(channels, size), batch=batch, layout=layout, backend=backend,
-                                          kernel=kernel, fn=fn, args=args, macs=kernel_macs, bytes=4 * moved))
+                                          kernel=kernel, fn=fn, args=args, macs=kernel_macs, bytes=moved))
     return cases
 
 
@@ -138,7 +138,6 @@ def _fused_forwards() -> Dict[str, Callable]:
     from involution_mm.ops.cpu_backend import cpu_fused_forward
     from involution_mm.ops.fused_reference import reference_forward
     return {'cpu': cpu_fused_forward, 'pytorch': reference_forward}
-
 
 
 def matmul_rate() -> float:

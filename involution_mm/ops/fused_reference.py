@@ -16,12 +16,14 @@ from .geometry import Geometry
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _work(t: torch.Tensor) -> torch.Tensor:
+def computable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the dtype its sums are computed in: float32 for half types, else its own."""
     return t.float() if t.dtype in _LOW_PRECISION else t
 
 
-def _geometry(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
-              dilation: int) -> Geometry:
+def fused_geometry(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int,
+                   padding: int, dilation: int) -> Geometry:
+    """The ``Geometry`` of the aggregation in a fused call, its groups read from the span conv's weight."""
     groups = weight.shape[0] // kernel_size**2
     return Geometry(x.shape[0], x.shape[1], groups, tuple(x.shape[2:]), tuple(r.shape[2:]),
                     (kernel_size, kernel_size), (stride, stride), (padding, padding), (dilation, dilation))
@@ -34,7 +36,7 @@ def _grouped(t: torch.Tensor, geo: Geometry) -> torch.Tensor:
 
 def generated_kernels(r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """The span conv's output as ``(B, G, 1, K, K, Ho, Wo)`` (float32 for half-precision inputs)."""
-    work = _work(r)
+    work = computable(r)
     kernels = torch.einsum('kr,brhw->bkhw', weight.to(work.dtype), work) + bias.to(work.dtype)[:, None, None]
     return kernels.view(geo.batch, geo.groups, 1, *geo.kernel, *geo.out_size)
 
@@ -42,10 +44,10 @@ def generated_kernels(r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 def reference_forward(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                       kernel_size: int, stride: int, padding: int, dilation: int) -> torch.Tensor:
     """The layer's output ``(B, C, Ho, Wo)`` (contiguous), in the dtype of ``x``."""
-    geo = _geometry(x, r, weight, kernel_size, stride, padding, dilation)
+    geo = fused_geometry(x, r, weight, kernel_size, stride, padding, dilation)
     kernels = generated_kernels(r, weight, bias, geo)
     out = kernels.new_zeros((geo.batch, geo.channels) + geo.out_size)
-    out_g, x_g = _grouped(out, geo), _grouped(_work(x), geo)
+    out_g, x_g = _grouped(out, geo), _grouped(computable(x), geo)
     for i, j, out_rows, out_cols, in_rows, in_cols in geo.taps():
         out_g[..., out_rows, out_cols] += x_g[..., in_rows, in_cols] * kernels[..., i, j, out_rows, out_cols]
     return out.to(x.dtype)
@@ -55,10 +57,10 @@ def reference_grad_input(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Tenso
                          bias: torch.Tensor, kernel_size: int, stride: int, padding: int,
                          dilation: int) -> torch.Tensor:
     """The gradient of ``reference_forward`` for ``x`` (contiguous; the values of ``x`` are not read)."""
-    geo = _geometry(x, r, weight, kernel_size, stride, padding, dilation)
+    geo = fused_geometry(x, r, weight, kernel_size, stride, padding, dilation)
     kernels = generated_kernels(r, weight, bias, geo)
     grad_x = kernels.new_zeros(x.shape)
-    grad_x_g, grad_g = _grouped(grad_x, geo), _grouped(_work(grad_out), geo)
+    grad_x_g, grad_g = _grouped(grad_x, geo), _grouped(computable(grad_out), geo)
     for i, j, out_rows, out_cols, in_rows, in_cols in geo.taps():
         grad_x_g[..., in_rows, in_cols] += grad_g[..., out_rows, out_cols] * kernels[..., i, j, out_rows, out_cols]
     return grad_x.to(x.dtype)
@@ -68,8 +70,8 @@ def reference_grad_kernels(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Ten
                            kernel_size: int, stride: int, padding: int,
                            dilation: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of ``reference_forward`` for ``r`` (contiguous), ``weight`` and ``bias``."""
-    geo = _geometry(x, r, weight, kernel_size, stride, padding, dilation)
-    grad_g, x_g = _grouped(_work(grad_out), geo), _grouped(_work(x), geo)
+    geo = fused_geometry(x, r, weight, kernel_size, stride, padding, dilation)
+    grad_g, x_g = _grouped(computable(grad_out), geo), _grouped(computable(x), geo)
     # the gradient of the generated kernels, (B, G, K, K, Ho, Wo); zero where a tap reads padding
     grad_kernels = grad_g.new_zeros((geo.batch, geo.groups) + geo.kernel + geo.out_size)
     for i, j, out_rows, out_cols, in_rows, in_cols in geo.taps():
@@ -77,5 +79,5 @@ def reference_grad_kernels(grad_out: torch.Tensor, x: torch.Tensor, r: torch.Ten
                                                         x_g[..., in_rows, in_cols]).sum(2)
     grad_kernels = grad_kernels.flatten(1, 3)
     grad_r = torch.einsum('bkhw,kr->brhw', grad_kernels, weight.to(grad_kernels.dtype))
-    grad_weight = torch.einsum('bkhw,brhw->kr', grad_kernels, _work(r))
+    grad_weight = torch.einsum('bkhw,brhw->kr', grad_kernels, computable(r))
     return grad_r.to(r.dtype), grad_weight.to(weight.dtype), grad_kernels.sum((0, 2, 3)).to(weight.dtype)
