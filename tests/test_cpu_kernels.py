@@ -1,10 +1,12 @@
 """The compiled CPU backend ('cpu', ops/csrc/cpu/) against the PyTorch reference backend: the three kernels
 over the op cases (geometries, strides, dilations, groups, memory layouts) for every instruction set this
 CPU runs, every dtype, gradcheck and gradgradcheck through the registered ops, 'auto' choosing it, a
-fullgraph torch.compile, and the fallback (with its one log line) when the extension is not built. Then the
+fullgraph torch.compile, the fallback (with its one log line) when the extension is not built, and in CI that
+the README's set-up built it. Then the
 fused layer's 'cpu' backend against its PyTorch reference over the fused cases of test_fused_involution.py."""
 import copy
 import logging
+import os
 
 import pytest
 import torch
@@ -23,6 +25,14 @@ needs_kernels = pytest.mark.skipif(
     MODULE is None, reason=f'the CPU kernels are not built ({cpu_backend.LOAD_ERROR}); build them with '
     f'{cpu_backend.BUILD_COMMAND}')
 ISAS = MODULE.isas() if MODULE is not None else []
+
+
+@pytest.mark.skipif(os.environ.get('CI') != 'true', reason='a developer checkout may run without the CPU kernels; '
+                    'CI (CI=true) builds them with make demo')
+def test_ci_builds_the_cpu_kernels():
+    """In CI, the README's set-up (make demo) has compiled the kernels: their tests above are not skipped."""
+    assert MODULE is not None, cpu_backend.LOAD_ERROR
+    assert select_backend(torch.zeros(1, 4, 3, 3)) == 'cpu'
 
 
 @pytest.fixture(params=['avx512', 'avx2', 'generic'])

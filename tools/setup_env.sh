@@ -81,4 +81,9 @@ from mmcv.ops import nms  # noqa: F401  (the compiled ops are there)
 print(f'[setup] ok: torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, '
       f'mmengine {mmengine.__version__}, mmpretrain {mmpretrain.__version__}, mmdet {mmdet.__version__}, '
       f'mmseg {mmseg.__version__}')
+from involution_mm.ops import cpu_backend
+kernels = cpu_backend.kernels_module()
+print(f'[setup] involution-mm CPU kernels: {kernels.isa()} (of {", ".join(kernels.isas())})' if kernels else
+      f'[setup] warning: involution-mm CPU kernels not built ({cpu_backend.LOAD_ERROR}); CPU tensors run the '
+      'PyTorch backend')
 PYEOF
