@@ -2,8 +2,8 @@
 over the op cases (geometries, strides, dilations, groups, memory layouts) for every instruction set this
 CPU runs, every dtype, gradcheck and gradgradcheck through the registered ops, 'auto' choosing it, a
 fullgraph torch.compile, the fallback (with its one log line) when the extension is not built, and in CI that
-the README's set-up built it. Then the
-fused layer's 'cpu' backend against its PyTorch reference over the fused cases of test_fused_involution.py."""
+the README's set-up built it. Then the fused layer's 'cpu' backend against its PyTorch reference over the fused
+cases of test_fused_involution.py."""
 import copy
 import logging
 import os
