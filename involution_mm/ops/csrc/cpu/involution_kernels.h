@@ -1,10 +1,11 @@
 // The CPU involution kernels, written once with GCC vector extensions and compiled by each kernels_*.cpp
 // for one instruction set: it defines INVOLUTION_ISA (the namespace), INVOLUTION_VECTOR_BYTES (the vector
 // width), INVOLUTION_CHANNEL_BLOCK (channels whose accumulators stay in registers), INVOLUTION_TAP_BLOCK
-// (kernel taps accumulated at once by the weight gradient), INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the
-// forward's two-row blocks), INVOLUTION_GEN_TAPS and INVOLUTION_GEN_VECTORS (the taps x column vectors whose
-// kernel values the fused forward generates at once), then includes this file under its
-// `#pragma GCC target`. Nothing here calls a function defined outside this file.
+// (kernel taps accumulated at once by the weight gradient), INVOLUTION_TAP_SUMS (the partial sums it keeps a
+// tap), INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the forward's two-row blocks), INVOLUTION_GEN_TAPS and
+// INVOLUTION_GEN_VECTORS (the taps x column vectors whose kernel values the fused forward generates at once),
+// then includes this file under its `#pragma GCC target`. Nothing here calls a function defined outside this
+// file.
 //
 // Every kernel is vectorized along output (or input) columns and keeps, in registers, the accumulators of
 // a block of channels of one group: the channels of a group share each kernel value, so one vector of
@@ -19,6 +20,7 @@ typedef int64_t i64;
 
 constexpr int kChannelBlock = INVOLUTION_CHANNEL_BLOCK;
 constexpr int kTapBlock = INVOLUTION_TAP_BLOCK;
+constexpr int kTapSums = INVOLUTION_TAP_SUMS;
 constexpr int kPairBlock = INVOLUTION_PAIR_CHANNEL_BLOCK;
 constexpr int kGenTaps = INVOLUTION_GEN_TAPS;
 // vectors of `tmp` the aggregation needs (a block of channels, or two rows of a pair block)
@@ -672,16 +674,25 @@ static inline void correlate(const T* x_tile, i64 plane, const T* g, i64 g_plane
   vec grads[CB];
 #pragma GCC unroll 32
   for (int c = 0; c < CB; ++c) grads[c] = vload(g + c * g_plane + k0);
-  vec acc[TB];
+  // kTapSums partial sums a tap (channels taken in turn): more independent multiply-add chains
+  constexpr int P = CB >= kTapSums ? kTapSums : 1;
+  vec acc[P][TB];
 #pragma GCC unroll 16
-  for (int t = 0; t < TB; ++t) acc[t] = vec{};
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 4
+    for (int q = 0; q < P; ++q) acc[q][t] = vec{};
 #pragma GCC unroll 32
   for (int c = 0; c < CB; ++c) {
 #pragma GCC unroll 16
-    for (int t = 0; t < TB; ++t) acc[t] += grads[c] * vload(x_tile + c * plane + offsets[t] + k0);
+    for (int t = 0; t < TB; ++t) acc[c % P][t] += grads[c] * vload(x_tile + c * plane + offsets[t] + k0);
   }
 #pragma GCC unroll 16
-  for (int t = 0; t < TB; ++t) vstore(sums[t], FIRST ? acc[t] : vload(sums[t]) + acc[t]);
+  for (int t = 0; t < TB; ++t) {
+    vec sum = acc[0][t];
+#pragma GCC unroll 4
+    for (int q = 1; q < P; ++q) sum += acc[q][t];
+    vstore(sums[t], FIRST ? sum : vload(sums[t]) + sum);
+  }
 }
 
 // correlate() over the taps for one block of CB channels: the first block stores its sums, the others add.
