@@ -75,8 +75,10 @@ def test_kernels_match_the_reference(isa, shape, layout):
 # Rows of 32 columns or more: the forward takes output rows in pairs (two rows' accumulators share each input
 # load); odd heights leave a single row, widths that are not whole vectors a partial vector, borders rows
 # that feed only one of the pair.
+# rows in pairs (32 columns or more); the third: 12 channels a group, a partial channel block; the last: rows so
+# wide that a task's kernel values are copied a pair of rows at a time (forward_task's packed_rows)
 WIDE_SHAPES = [(2, 32, (9, 37), 2, 7, 1, 3, 1), (1, 16, (6, 40), 1, 3, 1, 1, 1),
-               (1, 24, (5, 36), 2, 3, 1, 1, 1)]  # the last: 12 channels a group, a partial channel block
+               (1, 24, (5, 36), 2, 3, 1, 1, 1), (2, 8, (5, 700), 4, 7, 1, 3, 1)]
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])

@@ -330,24 +330,12 @@ static inline bool row_inside(const Problem& p, i64 oh, i64 i) {
   return ih >= 0 && ih < p.in_h;
 }
 
-// Where the last (partial) vector of a row of kernel values starting at w_row is read: in place (the lanes
-// past the row are never written out), except where that would read past w_end: there from a zero-padded
-// copy at `copy` (L elements). A null w_end: the rows are padded to whole vectors.
-template <typename T>
-static inline const T* tail_values(const T* w_row, i64 full, i64 tail, const T* w_end, T* copy) {
-  constexpr int L = Vec<T>::lanes;
-  if (!w_end || w_row + full + L <= w_end) return w_row + full;
-  copy_elements(copy, w_row + full, tail);
-  zero_elements(copy + tail, L - tail);
-  return copy;
-}
-
 // Output row oh of a task (whose input rows are in x_tile) from the kernel values of tap t at
-// kernel_row(oh, t) (out_w values; see tail_values for w_end and w_tile, taps * L elements).
+// kernel_row(oh, t): out_w values, readable up to the next whole vector (the last, partial vector is read in
+// place; its lanes past the row are never written out).
 template <typename T, typename KernelRow>
 static inline void forward_row(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
-                               const i64* columns, i64 oh, KernelRow kernel_row, const T* w_end, T* w_tile,
-                               T* tmp, T* out) {
+                               const i64* columns, i64 oh, KernelRow kernel_row, T* tmp, T* out) {
   constexpr int L = Vec<T>::lanes;
   const Problem& p = call.p;
   const i64 taps_total = p.k_h * p.k_w;
@@ -364,7 +352,7 @@ static inline void forward_row(const Call& call, const Task& task, const TileSha
       offsets[taps] = row * xs.row_elements() + columns[j];
       if (tail) {
         tail_offsets[taps] = offsets[taps] + full;
-        tail_weights[taps] = tail_values(weights[taps], full, tail, w_end, w_tile + taps * L);
+        tail_weights[taps] = weights[taps] + full;
       }
       ++taps;
     }
@@ -378,12 +366,10 @@ static inline void forward_row(const Call& call, const Task& task, const TileSha
                     out_row + full * call.os.w, call.os.c, call.os.w);
 }
 
-// Output rows oh and oh + 1 at once (s_h = d_h = 1: aggregate_pair), as forward_row does one; w_tile holds
-// 2 * (k_h + 1) * k_w * L elements.
+// Output rows oh and oh + 1 at once (s_h = d_h = 1: aggregate_pair), as forward_row does one.
 template <typename T, typename KernelRow>
 static inline void forward_pair(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
-                                const i64* columns, i64 oh, KernelRow kernel_row, const T* w_end, T* w_tile,
-                                T* tmp, T* out) {
+                                const i64* columns, i64 oh, KernelRow kernel_row, T* tmp, T* out) {
   constexpr int L = Vec<T>::lanes;
   const Problem& p = call.p;
   const i64 entries = (p.k_h + 1) * p.k_w;
@@ -405,11 +391,8 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
         weights[2 * e + 1] = b ? kernel_row(oh + 1, (r - 1) * p.k_w + j) : nullptr;
         if (tail) {
           tail_offsets[e] = offsets[e] + full;
-          for (int side = 0; side < 2; ++side) {
-            const T* values = weights[2 * e + side];
-            tail_weights[2 * e + side] =
-                values ? tail_values(values, full, tail, w_end, w_tile + (2 * e + side) * L) : nullptr;
-          }
+          for (int side = 0; side < 2; ++side)
+            tail_weights[2 * e + side] = weights[2 * e + side] ? weights[2 * e + side] + full : nullptr;
         }
         ++count[kind];
       }
@@ -437,19 +420,27 @@ static inline bool pairs_pay(const Problem& p) {
 // Output rows [oh0, oh1) of a task: in pairs where pairs_pay, else one by one.
 template <typename T, typename KernelRow>
 static inline void forward_rows(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
-                                const i64* columns, i64 oh0, i64 oh1, KernelRow kernel_row, const T* w_end,
-                                T* w_tile, T* tmp, T* out) {
+                                const i64* columns, i64 oh0, i64 oh1, KernelRow kernel_row, T* tmp, T* out) {
   i64 oh = oh0;
   if (pairs_pay<T>(call.p))
-    for (; oh + 2 <= oh1; oh += 2)
-      forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
-  for (; oh < oh1; ++oh) forward_row(call, task, xs, x_tile, columns, oh, kernel_row, w_end, w_tile, tmp, out);
+    for (; oh + 2 <= oh1; oh += 2) forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, tmp, out);
+  for (; oh < oh1; ++oh) forward_row(call, task, xs, x_tile, columns, oh, kernel_row, tmp, out);
 }
 
+// Output rows whose kernel values the forward copies at once: all of a task's where they take up to 256 KB
+// (RedNet-50's stages: 14 rows of 56 columns, 154 KB), fewer on wide maps, so that they stay in the core's
+// cache; whole pairs of rows where the rows go in pairs.
+template <typename T>
+static i64 packed_rows(const Problem& p, i64 rows) {
+  const i64 fit = imax(1, (i64{256} << 10) / (i64(sizeof(T)) * p.k_h * p.k_w * p.out_w));
+  return imin(rows, pairs_pay<T>(p) ? round_up(fit, 2) : fit);
+}
+
+// The forward's scratch: the input tile, tmp, and packed_rows() rows of kernel values (and a spare vector).
 template <typename T>
 static i64 forward_scratch(const Problem& p, i64 rows) {
   constexpr int L = Vec<T>::lanes;
-  return input_tile<T>(p, rows).size() + 2 * (p.k_h + 1) * p.k_w * L + kTmpVectors * L;
+  return input_tile<T>(p, rows).size() + kTmpVectors * L + p.k_h * p.k_w * packed_rows<T>(p, rows) * p.out_w + L;
 }
 
 template <typename T>
@@ -459,17 +450,24 @@ static void forward_task(const Call& call, const Task& task, T* scratch) {
   const i64 taps_total = p.k_h * p.k_w, plane_w = p.out_h * p.out_w;
   const TileShape xs = input_tile<T>(p, task.row1 - task.row0);
   T* x_tile = scratch;
-  T* w_tile = x_tile + xs.size();
-  T* tmp = w_tile + 2 * (p.k_h + 1) * p.k_w * L;
+  T* tmp = x_tile + xs.size();
+  T* w_tile = tmp + kTmpVectors * L;
   const T* x = static_cast<const T*>(call.a) + task.batch * call.as.b + task.group * p.group_channels * call.as.c;
   const T* w = static_cast<const T*>(call.b) + (task.batch * p.groups + task.group) * taps_total * plane_w;
   T* out = static_cast<T*>(call.out) + task.batch * call.os.b + task.group * p.group_channels * call.os.c;
   pack_tile(x, call.as, p.in_h, p.in_w, task.row0 * p.s_h - p.p_h, p.p_w, xs, x_tile);
   i64 columns[p.k_w];
   column_offsets(p, xs, columns);
-  const T* w_end = static_cast<const T*>(call.b) + p.batch * p.groups * taps_total * plane_w;
-  forward_rows(call, task, xs, x_tile, columns, task.row0, task.row1,
-               [&](i64 oh, i64 t) { return w + t * plane_w + oh * p.out_w; }, w_end, w_tile, tmp, out);
+  // The kernel values of a block of rows, copied tap by tap (one sequential read each) before the rows read
+  // all taps at once: reading them in place from memory was 1.15-1.75x slower (RedNet-50's stages, caches
+  // flushed before each call).
+  const i64 block = packed_rows<T>(p, task.row1 - task.row0);
+  for (i64 oh0 = task.row0; oh0 < task.row1; oh0 += block) {
+    const i64 oh1 = imin(task.row1, oh0 + block), chunk = (oh1 - oh0) * p.out_w;  // a tap's values
+    for (i64 t = 0; t < taps_total; ++t) copy_elements(w_tile + t * chunk, w + t * plane_w + oh0 * p.out_w, chunk);
+    forward_rows(call, task, xs, x_tile, columns, oh0, oh1,
+                 [&](i64 oh, i64 t) { return w_tile + t * chunk + (oh - oh0) * p.out_w; }, tmp, out);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -576,8 +574,7 @@ static void fused_forward_task(const Call& call, const Task& task, T* scratch) {
       generate_taps(weight, bias, p.reduced, r + oh0 * pitch, r_plane, kernels, tap_stride, (oh1 - oh0) * pitch / L,
                     i_lo * p.k_w, (i_hi + 1) * p.k_w);
     forward_rows(call, task, xs, x_tile, columns, oh0, oh1,
-                 [&](i64 oh, i64 t) { return kernels + t * tap_stride + (oh - oh0) * pitch; },
-                 static_cast<const T*>(nullptr), static_cast<T*>(nullptr), tmp, out);
+                 [&](i64 oh, i64 t) { return kernels + t * tap_stride + (oh - oh0) * pitch; }, tmp, out);
   }
 }
 
