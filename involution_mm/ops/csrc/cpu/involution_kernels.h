@@ -4,8 +4,9 @@
 // (kernel taps accumulated at once by the weight gradient), INVOLUTION_TAP_SUMS (the partial sums it keeps a
 // tap), INVOLUTION_PAIR_CHANNEL_BLOCK (channels of the forward's two-row blocks), INVOLUTION_GEN_TAPS and
 // INVOLUTION_GEN_VECTORS (the taps x column vectors whose kernel values the fused forward generates at once),
-// then includes this file under its `#pragma GCC target`. Nothing here calls a function defined outside this
-// file.
+// and optionally INVOLUTION_MASKED_STORES (partial vectors stored with AVX-512VL masks; it includes
+// <immintrin.h>), then includes this file under its `#pragma GCC target`. Nothing here calls a function
+// defined outside this file.
 //
 // Every kernel is vectorized along output (or input) columns and keeps, in registers, the accumulators of
 // a block of channels of one group: the channels of a group share each kernel value, so one vector of
@@ -43,6 +44,20 @@ static inline typename Vec<T>::type vload(const T* p) {
 template <typename T>
 static inline void vstore(T* p, typename Vec<T>::type v) {
   __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// Store the first `lanes` elements of v at p: one masked store where the kernels file allows
+// (INVOLUTION_MASKED_STORES, AVX-512VL), else element by element.
+template <typename T>
+static inline void store_lanes(T* p, typename Vec<T>::type v, i64 lanes) {
+#if defined(INVOLUTION_MASKED_STORES)
+  const auto mask = static_cast<__mmask8>((1u << lanes) - 1);
+  if constexpr (sizeof(T) == sizeof(float)) return _mm256_mask_storeu_ps(p, mask, (__m256)v);
+  else return _mm256_mask_storeu_pd(p, mask, (__m256d)v);
+#endif
+  T values[Vec<T>::lanes];
+  vstore(values, v);
+  for (i64 i = 0; i < lanes; ++i) p[i] = values[i];
 }
 
 static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
@@ -163,10 +178,11 @@ static void pack_tile(const T* src, const Strides& s, i64 src_rows, i64 src_cols
 }
 
 // acc[c] = sum over taps of weights[tap][k0:] * tile[c * plane + offsets[tap] + k0:], one vector of columns
-// for each of CB channels; the sums are stored to out[c * sc] (out: null) or else to tmp[c * lanes].
+// for each of CB channels; the sums' first `lanes` columns are stored to out[c * sc] (out: null) or else the
+// whole vectors to tmp[c * lanes].
 template <typename T, int CB>
 static inline void aggregate(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 taps,
-                             i64 k0, T* tmp, T* out, i64 sc) {
+                             i64 k0, T* tmp, T* out, i64 sc, i64 lanes) {
   typedef typename Vec<T>::type vec;
   vec acc[CB];
 #pragma GCC unroll 32
@@ -177,9 +193,12 @@ static inline void aggregate(const T* tile, i64 plane, const i64* offsets, const
 #pragma GCC unroll 32
     for (int c = 0; c < CB; ++c) acc[c] += w * vload(in + c * plane);
   }
-  if (out) {
+  if (out && lanes == Vec<T>::lanes) {
 #pragma GCC unroll 32
     for (int c = 0; c < CB; ++c) vstore(out + c * sc, acc[c]);
+  } else if (out) {
+#pragma GCC unroll 32
+    for (int c = 0; c < CB; ++c) store_lanes(out + c * sc, acc[c], lanes);
   } else {
 #pragma GCC unroll 32
     for (int c = 0; c < CB; ++c) vstore(tmp + c * Vec<T>::lanes, acc[c]);
@@ -206,15 +225,16 @@ template <typename T>
 static inline void aggregate_group(const T* tile, i64 plane, i64 channels, const i64* offsets,
                                    const T* const* weights, i64 taps, i64 k0, i64 lanes, T* tmp, T* out,
                                    i64 sc, i64 sw) {
-  const bool direct = sw == 1 && lanes == Vec<T>::lanes;  // a whole vector of contiguous columns
+  const bool direct = sw == 1;  // contiguous columns: stored from registers
   i64 c = 0;
   for (; c + kChannelBlock <= channels; c += kChannelBlock) {
     aggregate<T, kChannelBlock>(tile + c * plane, plane, offsets, weights, taps, k0, tmp,
-                                direct ? out + c * sc : nullptr, sc);
+                                direct ? out + c * sc : nullptr, sc, lanes);
     if (!direct) write_columns(tmp, kChannelBlock, lanes, out + c * sc, sc, sw);
   }
   for (; c < channels; ++c) {
-    aggregate<T, 1>(tile + c * plane, plane, offsets, weights, taps, k0, tmp, direct ? out + c * sc : nullptr, sc);
+    aggregate<T, 1>(tile + c * plane, plane, offsets, weights, taps, k0, tmp, direct ? out + c * sc : nullptr, sc,
+                    lanes);
     if (!direct) write_columns(tmp, 1, lanes, out + c * sc, sc, sw);
   }
 }

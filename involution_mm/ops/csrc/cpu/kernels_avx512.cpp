@@ -7,6 +7,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512vl")
+#include <immintrin.h>
 #define INVOLUTION_ISA avx512
 #define INVOLUTION_ISA_NAME "avx512"
 #define INVOLUTION_VECTOR_BYTES 32
@@ -16,6 +17,7 @@
 #define INVOLUTION_PAIR_CHANNEL_BLOCK 8
 #define INVOLUTION_GEN_TAPS 7
 #define INVOLUTION_GEN_VECTORS 3
+#define INVOLUTION_MASKED_STORES 1
 #include "involution_kernels.h"
 #pragma GCC pop_options
 #endif
