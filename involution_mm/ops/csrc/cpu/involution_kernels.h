@@ -359,31 +359,21 @@ static inline void forward_row(const Call& call, const Task& task, const TileSha
   constexpr int L = Vec<T>::lanes;
   const Problem& p = call.p;
   const i64 taps_total = p.k_h * p.k_w;
-  i64 offsets[taps_total], tail_offsets[taps_total];
+  i64 offsets[taps_total];
   const T* weights[taps_total];
-  const T* tail_weights[taps_total];
-  const i64 full = p.out_w / L * L, tail = p.out_w - full;  // columns in whole vectors, and the rest
   i64 taps = 0;
   for (i64 i = 0; i < p.k_h; ++i) {
     if (!row_inside(p, oh, i)) continue;
     const i64 row = (oh - task.row0) * p.s_h + i * p.d_h;
     for (i64 j = 0; j < p.k_w; ++j) {
       weights[taps] = kernel_row(oh, i * p.k_w + j);
-      offsets[taps] = row * xs.row_elements() + columns[j];
-      if (tail) {
-        tail_offsets[taps] = offsets[taps] + full;
-        tail_weights[taps] = weights[taps] + full;
-      }
-      ++taps;
+      offsets[taps++] = row * xs.row_elements() + columns[j];
     }
   }
   T* out_row = out + oh * call.os.h;
-  for (i64 k0 = 0; k0 < full; k0 += L)
-    aggregate_group(x_tile, xs.plane(), p.group_channels, offsets, weights, taps, k0, L, tmp,
+  for (i64 k0 = 0; k0 < p.out_w; k0 += L)
+    aggregate_group(x_tile, xs.plane(), p.group_channels, offsets, weights, taps, k0, imin(L, p.out_w - k0), tmp,
                     out_row + k0 * call.os.w, call.os.c, call.os.w);
-  if (tail)
-    aggregate_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, taps, 0, tail, tmp,
-                    out_row + full * call.os.w, call.os.c, call.os.w);
 }
 
 // Output rows oh and oh + 1 at once (s_h = d_h = 1: aggregate_pair), as forward_row does one.
@@ -393,10 +383,8 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
   constexpr int L = Vec<T>::lanes;
   const Problem& p = call.p;
   const i64 entries = (p.k_h + 1) * p.k_w;
-  i64 offsets[entries], tail_offsets[entries];
+  i64 offsets[entries];
   const T* weights[2 * entries];
-  const T* tail_weights[2 * entries];
-  const i64 full = p.out_w / L * L, tail = p.out_w - full;
   // input row r of the k_h + 1 the pair reads is kernel row r of row a and kernel row r - 1 of row b:
   // the entries that feed both rows first, then those of row a only, then those of row b only
   i64 count[3] = {0, 0, 0};
@@ -409,23 +397,15 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
         offsets[e] = ((oh - task.row0) + r) * xs.row_elements() + columns[j];
         weights[2 * e] = a ? kernel_row(oh, r * p.k_w + j) : nullptr;
         weights[2 * e + 1] = b ? kernel_row(oh + 1, (r - 1) * p.k_w + j) : nullptr;
-        if (tail) {
-          tail_offsets[e] = offsets[e] + full;
-          for (int side = 0; side < 2; ++side)
-            tail_weights[2 * e + side] = weights[2 * e + side] ? weights[2 * e + side] + full : nullptr;
-        }
         ++count[kind];
       }
     }
   }
   T* out_a = out + oh * call.os.h;
   T* out_b = out_a + call.os.h;
-  for (i64 k0 = 0; k0 < full; k0 += L)
+  for (i64 k0 = 0; k0 < p.out_w; k0 += L)
     aggregate_pair_group(x_tile, xs.plane(), p.group_channels, offsets, weights, count[0], count[1], count[2], k0,
-                         L, tmp, out_a + k0 * call.os.w, out_b + k0 * call.os.w, call.os.c, call.os.w);
-  if (tail)
-    aggregate_pair_group(x_tile, xs.plane(), p.group_channels, tail_offsets, tail_weights, count[0], count[1],
-                         count[2], 0, tail, tmp, out_a + full * call.os.w, out_b + full * call.os.w, call.os.c,
+                         imin(L, p.out_w - k0), tmp, out_a + k0 * call.os.w, out_b + k0 * call.os.w, call.os.c,
                          call.os.w);
 }
 
