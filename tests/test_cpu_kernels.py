@@ -115,8 +115,9 @@ def test_dtypes_against_float64(isa, dtype, tol, layout, shape):
 
 
 @needs_kernels
-def test_results_do_not_depend_on_the_thread_count():
-    """Each output is summed by one task in a fixed order, however the work is split."""
+def test_results_do_not_depend_on_the_thread_count_or_batch():
+    """Each output is summed by one task in a fixed order, however the work is split: over threads, and in
+    row blocks whose sizes depend on the batch (the forward's row pairs start where a block starts)."""
     x, weight = make_inputs(2, 64, (14, 13), 4, 7, 1, 3, 1, dtype=torch.float32)
     geo = check_inputs(x, weight, 1, 3, 1)
     grad = torch.randn(2, 64, 14, 13)
@@ -126,10 +127,12 @@ def test_results_do_not_depend_on_the_thread_count():
         single = three_kernels(x, weight, geo, grad, CPU)
         torch.set_num_threads(max(2, threads))
         several = three_kernels(x, weight, geo, grad, CPU)
+        one_sample = three_kernels(x[1:], weight[1:], check_inputs(x[1:], weight[1:], 1, 3, 1), grad[1:], CPU)
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(single, several):
+    for a, b, c in zip(single, several, one_sample):
         assert torch.equal(a, b)
+        assert torch.equal(a[1:], c)
 
 
 @needs_kernels

@@ -251,18 +251,24 @@ static inline void aggregate_group(const T* tile, i64 plane, i64 channels, const
 
 // Two output rows a and b at once, for the forward with s_h = d_h = 1, where row b's kernel row i reads the
 // input row that row a's kernel row i + 1 reads: each input vector loaded serves both rows' accumulators.
-// Taps [0, both) feed both rows (kernel values at weights[2t] and weights[2t + 1]), the next only_a row a
-// only, the next only_b row b only. The sums go to out_a / out_b (channel stride sc), or without them to tmp
-// (row a's CB vectors, then row b's).
+// Taps [0, only_a) feed row a only (kernel values at weights[2t]), the next both rows (weights[2t] and
+// weights[2t + 1]), the next only_b row b only (weights[2t + 1]). The sums' first `lanes` columns go to out_a / out_b (channel stride sc),
+// or without them the whole vectors to tmp (row a's CB vectors, then row b's).
 template <typename T, int CB>
-static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 both,
-                                  i64 only_a, i64 only_b, i64 k0, T* tmp, T* out_a, T* out_b, i64 sc) {
+static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 only_a,
+                                  i64 both, i64 only_b, i64 k0, T* tmp, T* out_a, T* out_b, i64 sc, i64 lanes) {
   typedef typename Vec<T>::type vec;
   vec a[CB], b[CB];
 #pragma GCC unroll 16
   for (int c = 0; c < CB; ++c) a[c] = b[c] = vec{};
   i64 t = 0;
-  for (; t < both; ++t) {
+  for (; t < only_a; ++t) {
+    const vec wa = vload(weights[2 * t] + k0);
+    const T* in = tile + offsets[t] + k0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) a[c] += wa * vload(in + c * plane);
+  }
+  for (; t < only_a + both; ++t) {
     const vec wa = vload(weights[2 * t] + k0), wb = vload(weights[2 * t + 1] + k0);
     const T* in = tile + offsets[t] + k0;
 #pragma GCC unroll 16
@@ -273,23 +279,23 @@ static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, 
       b[c] += wb * x;
     }
   }
-  for (; t < both + only_a; ++t) {
-    const vec wa = vload(weights[2 * t] + k0);
-    const T* in = tile + offsets[t] + k0;
-#pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c) a[c] += wa * vload(in + c * plane);
-  }
-  for (; t < both + only_a + only_b; ++t) {
+  for (; t < only_a + both + only_b; ++t) {
     const vec wb = vload(weights[2 * t + 1] + k0);
     const T* in = tile + offsets[t] + k0;
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) b[c] += wb * vload(in + c * plane);
   }
-  if (out_a) {
+  if (out_a && lanes == Vec<T>::lanes) {
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) {
       vstore(out_a + c * sc, a[c]);
       vstore(out_b + c * sc, b[c]);
+    }
+  } else if (out_a) {
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+      store_lanes(out_a + c * sc, a[c], lanes);
+      store_lanes(out_b + c * sc, b[c], lanes);
     }
   } else {
 #pragma GCC unroll 16
@@ -303,22 +309,22 @@ static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, 
 // aggregate_pair() over all channels of a group, in blocks of kPairBlock and then one by one; writes out.
 template <typename T>
 static inline void aggregate_pair_group(const T* tile, i64 plane, i64 channels, const i64* offsets,
-                                        const T* const* weights, i64 both, i64 only_a, i64 only_b, i64 k0, i64 lanes,
+                                        const T* const* weights, i64 only_a, i64 both, i64 only_b, i64 k0, i64 lanes,
                                         T* tmp, T* out_a, T* out_b, i64 sc, i64 sw) {
   constexpr int L = Vec<T>::lanes;
-  const bool direct = sw == 1 && lanes == L;
+  const bool direct = sw == 1;  // contiguous columns: stored from registers
   i64 c = 0;
   for (; c + kPairBlock <= channels; c += kPairBlock) {
-    aggregate_pair<T, kPairBlock>(tile + c * plane, plane, offsets, weights, both, only_a, only_b, k0, tmp,
-                                  direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc);
+    aggregate_pair<T, kPairBlock>(tile + c * plane, plane, offsets, weights, only_a, both, only_b, k0, tmp,
+                                  direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc, lanes);
     if (!direct) {
       write_columns(tmp, kPairBlock, lanes, out_a + c * sc, sc, sw);
       write_columns(tmp + kPairBlock * L, kPairBlock, lanes, out_b + c * sc, sc, sw);
     }
   }
   for (; c < channels; ++c) {
-    aggregate_pair<T, 1>(tile + c * plane, plane, offsets, weights, both, only_a, only_b, k0, tmp,
-                         direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc);
+    aggregate_pair<T, 1>(tile + c * plane, plane, offsets, weights, only_a, both, only_b, k0, tmp,
+                         direct ? out_a + c * sc : nullptr, direct ? out_b + c * sc : nullptr, sc, lanes);
     if (!direct) {
       write_columns(tmp, 1, lanes, out_a + c * sc, sc, sw);
       write_columns(tmp + L, 1, lanes, out_b + c * sc, sc, sw);
@@ -385,21 +391,20 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
   const i64 entries = (p.k_h + 1) * p.k_w;
   i64 offsets[entries];
   const T* weights[2 * entries];
-  // input row r of the k_h + 1 the pair reads is kernel row r of row a and kernel row r - 1 of row b:
-  // the entries that feed both rows first, then those of row a only, then those of row b only
-  i64 count[3] = {0, 0, 0};
-  for (int kind = 0; kind < 3; ++kind) {
-    for (i64 r = 0; r <= p.k_h; ++r) {
-      const bool a = r < p.k_h && row_inside(p, oh, r), b = r >= 1 && row_inside(p, oh + 1, r - 1);
-      if (!(a || b) || kind != (a && b ? 0 : a ? 1 : 2)) continue;
-      for (i64 j = 0; j < p.k_w; ++j) {
-        const i64 e = count[0] + count[1] + count[2];
-        offsets[e] = ((oh - task.row0) + r) * xs.row_elements() + columns[j];
-        weights[2 * e] = a ? kernel_row(oh, r * p.k_w + j) : nullptr;
-        weights[2 * e + 1] = b ? kernel_row(oh + 1, (r - 1) * p.k_w + j) : nullptr;
-        ++count[kind];
-      }
+  // Input row r of the k_h + 1 the pair reads is kernel row r of row a and kernel row r - 1 of row b (one
+  // input row: both rows read it, or it is outside the map): r = 0 feeds row a only, r = k_h row b only, the
+  // others both. Entries go in r order, so each row sums its taps in forward_row's order, to the same bits.
+  i64 count[3] = {0, 0, 0};  // entries for row a only, both rows, row b only
+  i64 e = 0;
+  for (i64 r = 0; r <= p.k_h; ++r) {
+    if (!row_inside(p, oh, r)) continue;
+    const int kind = r == 0 ? 0 : r == p.k_h ? 2 : 1;
+    for (i64 j = 0; j < p.k_w; ++j, ++e) {
+      offsets[e] = ((oh - task.row0) + r) * xs.row_elements() + columns[j];
+      weights[2 * e] = kind != 2 ? kernel_row(oh, r * p.k_w + j) : nullptr;
+      weights[2 * e + 1] = kind != 0 ? kernel_row(oh + 1, (r - 1) * p.k_w + j) : nullptr;
     }
+    count[kind] += p.k_w;
   }
   T* out_a = out + oh * call.os.h;
   T* out_b = out_a + call.os.h;
@@ -409,12 +414,12 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
                          call.os.w);
 }
 
-// Whether the forward takes output rows in pairs: where the geometry allows (s_h = d_h = 1) and rows are
-// wide (4 vectors or more; on narrow maps the pairs' extra bookkeeping cost more than the loads they save,
-// measured on RedNet-50's stages: 10-13% faster at 56 columns, level at 28, 10-15% slower at 14 and 7).
+// Whether the forward takes output rows in pairs: wherever the geometry allows (s_h = d_h = 1). Measured on
+// RedNet-50's stages, 2 threads: 10-13% faster at 56 columns; at 28, 14 and 7 columns 10-15% slower while
+// the partial vectors went through tmp, and 4-25% faster since they are stored from registers.
 template <typename T>
 static inline bool pairs_pay(const Problem& p) {
-  return p.s_h == 1 && p.d_h == 1 && p.out_w >= 4 * Vec<T>::lanes;
+  return p.s_h == 1 && p.d_h == 1;
 }
 
 // Output rows [oh0, oh1) of a task: in pairs where pairs_pay, else one by one.
