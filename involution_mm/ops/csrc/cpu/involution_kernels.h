@@ -602,7 +602,43 @@ static TileShape grad_output_tile(const Problem& p, i64 rows) {  // rows: input 
 template <typename T>
 static i64 grad_input_scratch(const Problem& p, i64 rows) {
   const TileShape gs = grad_output_tile<T>(p, rows);
-  return gs.size() + p.k_h * p.k_w * gs.rows * gs.pitch + kChannelBlock * Vec<T>::lanes;
+  return gs.size() + p.k_h * p.k_w * gs.rows * gs.pitch + kTmpVectors * Vec<T>::lanes;
+}
+
+// Input rows ih and ih + 1 at once (s_h = d_h = 1), as aggregate_pair does the forward's rows: kernel row i2
+// of row ih + 1 and kernel row i2 - 1 of row ih read output row ih + 1 + p_h - i2, whose grad_out vectors
+// are loaded once for both. Entries go by i2, so each row sums its taps in the single rows' order.
+template <typename T>
+static inline void grad_input_pair(const Call& call, const TileShape& gs, const T* g_tile, const T* w_tile,
+                                   i64 oh_lo, const i64* shifts, i64 ih, i64* offsets, const T** weights, T* tmp,
+                                   T* out) {
+  constexpr int L = Vec<T>::lanes;
+  const Problem& p = call.p;
+  for (i64 phase = 0; phase < p.s_w; ++phase) {
+    i64 count[3] = {0, 0, 0};  // entries for row ih + 1 only, both rows, row ih only
+    i64 e = 0;
+    for (i64 i2 = 0; i2 <= p.k_h; ++i2) {
+      const i64 oh = ih + 1 + p.p_h - i2;
+      if (oh < 0 || oh >= p.out_h) continue;
+      const int kind = i2 == 0 ? 0 : i2 == p.k_h ? 2 : 1;
+      for (i64 j = 0; j < p.k_w; ++j) {
+        const i64 shift = shifts[phase * p.k_w + j];
+        if (shift < 0) continue;
+        const T* values = w_tile + (oh - oh_lo) * gs.pitch + shift;  // kernel row i's: + (i * k_w + j) * plane
+        offsets[e] = (oh - oh_lo) * gs.pitch + shift;
+        weights[2 * e] = kind != 2 ? values + (i2 * p.k_w + j) * gs.plane() : nullptr;
+        weights[2 * e + 1] = kind != 0 ? values + ((i2 - 1) * p.k_w + j) * gs.plane() : nullptr;
+        ++e;
+        ++count[kind];
+      }
+    }
+    const i64 k_lo = div_ceil(p.p_w - phase, p.s_w), k_hi = div_ceil(p.p_w + p.in_w - phase, p.s_w);
+    T* columns = out + (phase - p.p_w) * call.os.w;
+    for (i64 k0 = k_lo; k0 < k_hi; k0 += L)
+      aggregate_pair_group(g_tile, gs.plane(), p.group_channels, offsets, weights, count[0], count[1], count[2], k0,
+                           imin(L, k_hi - k0), tmp, columns + (ih + 1) * call.os.h + p.s_w * k0 * call.os.w,
+                           columns + ih * call.os.h + p.s_w * k0 * call.os.w, call.os.c, p.s_w * call.os.w);
+  }
 }
 
 template <typename T>
@@ -626,7 +662,7 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
   for (i64 t = 0; t < taps_total; ++t)
     for (i64 r = 0; r < gs.rows; ++r)
       copy_elements(w_tile + (t * gs.rows + r) * gs.pitch + left, w + t * plane_w + (oh_lo + r) * p.out_w, p.out_w);
-  i64 offsets[taps_total], out_rows[p.k_h], shifts[p.s_w * p.k_w];
+  i64 offsets[taps_total + p.k_w], out_rows[p.k_h], shifts[p.s_w * p.k_w];
   // shifts[phase][j]: where kernel column j's values for the phase's columns start (-1: it does not reach
   // that phase)
   for (i64 phase = 0; phase < p.s_w; ++phase)
@@ -634,8 +670,13 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
       const i64 reach = phase - j * p.d_w;  // exact multiple of s_w, or the column misses the phase
       shifts[phase * p.k_w + j] = (reach % p.s_w + p.s_w) % p.s_w ? -1 : reach / p.s_w + left;
     }
-  const T* weights[taps_total];
+  const T* weights[2 * (taps_total + p.k_w)];
   for (i64 ih = task.row0; ih < task.row1; ++ih) {
+    if (pairs_pay<T>(p) && ih + 1 < task.row1) {
+      grad_input_pair(call, gs, g_tile, w_tile, oh_lo, shifts, ih, offsets, weights, tmp, out);
+      ++ih;
+      continue;
+    }
     // the output row each kernel row i reads this input row from (-1: none)
     for (i64 i = 0; i < p.k_h; ++i) {
       const i64 num = ih + p.p_h - i * p.d_h;
