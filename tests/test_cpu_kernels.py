@@ -57,8 +57,13 @@ CPU = (cpu_backend.cpu_forward, cpu_backend.cpu_grad_input, cpu_backend.cpu_grad
 REFERENCE = (involution_forward, involution_grad_input, involution_grad_weight)
 
 
+# The forward and the input gradient take rows in pairs wherever s_h = d_h = 1; these add column strides and
+# dilations (phases) to the pairs, and 12 channels a group (a partial block of the pairs' channels).
+PAIR_SHAPES = [(2, 16, (9, 11), 2, 3, (1, 2), 1, (1, 2)), (1, 24, (6, 13), 2, (5, 3), (1, 3), (2, 1), 1)]
+
+
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'strided view', 'transposed storage'])
-@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('shape', SHAPES + PAIR_SHAPES)
 def test_kernels_match_the_reference(isa, shape, layout):
     """Forward, input gradient and weight gradient equal the PyTorch backend's, in the same layouts."""
     *sizes, stride, padding, dilation = shape
@@ -72,11 +77,10 @@ def test_kernels_match_the_reference(isa, shape, layout):
         assert (got.dtype, got.stride()) == (want.dtype, want.stride())
 
 
-# Rows of 32 columns or more: the forward takes output rows in pairs (two rows' accumulators share each input
-# load); odd heights leave a single row, widths that are not whole vectors a partial vector, borders rows
-# that feed only one of the pair.
-# rows in pairs (32 columns or more); the third: 12 channels a group, a partial channel block; the last: rows so
-# wide that a task's kernel values are copied a pair of rows at a time (forward_task's packed_rows)
+# Rows of several vectors in pairs: odd heights leave a single row, widths that are not whole vectors a partial
+# vector, borders rows that feed only one of the pair; the third: 12 channels a group, a partial channel
+# block; the last: rows so wide that a task's kernel values are copied a pair of rows at a time (forward_task's
+# packed_rows).
 WIDE_SHAPES = [(2, 32, (9, 37), 2, 7, 1, 3, 1), (1, 16, (6, 40), 1, 3, 1, 1, 1),
                (1, 24, (5, 36), 2, 3, 1, 1, 1), (2, 8, (5, 700), 4, 7, 1, 3, 1)]
 
