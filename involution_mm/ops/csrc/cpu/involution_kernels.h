@@ -46,10 +46,11 @@ static inline void vstore(T* p, typename Vec<T>::type v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
-// Store the first `lanes` elements of v at p: one masked store where the kernels file allows
-// (INVOLUTION_MASKED_STORES, AVX-512VL), else element by element.
+// Store the first `lanes` elements of v at p: the whole vector, or one masked store where the kernels file
+// allows (INVOLUTION_MASKED_STORES, AVX-512VL), else element by element.
 template <typename T>
 static inline void store_lanes(T* p, typename Vec<T>::type v, i64 lanes) {
+  if (lanes == Vec<T>::lanes) return vstore(p, v);
 #if defined(INVOLUTION_MASKED_STORES)
   const auto mask = static_cast<__mmask8>((1u << lanes) - 1);
   if constexpr (sizeof(T) == sizeof(float)) return _mm256_mask_storeu_ps(p, mask, (__m256)v);
@@ -193,10 +194,7 @@ static inline void aggregate(const T* tile, i64 plane, const i64* offsets, const
 #pragma GCC unroll 32
     for (int c = 0; c < CB; ++c) acc[c] += w * vload(in + c * plane);
   }
-  if (out && lanes == Vec<T>::lanes) {
-#pragma GCC unroll 32
-    for (int c = 0; c < CB; ++c) vstore(out + c * sc, acc[c]);
-  } else if (out) {
+  if (out) {
 #pragma GCC unroll 32
     for (int c = 0; c < CB; ++c) store_lanes(out + c * sc, acc[c], lanes);
   } else {
@@ -252,8 +250,8 @@ static inline void aggregate_group(const T* tile, i64 plane, i64 channels, const
 // Two output rows a and b at once, for the forward with s_h = d_h = 1, where row b's kernel row i reads the
 // input row that row a's kernel row i + 1 reads: each input vector loaded serves both rows' accumulators.
 // Taps [0, only_a) feed row a only (kernel values at weights[2t]), the next both rows (weights[2t] and
-// weights[2t + 1]), the next only_b row b only (weights[2t + 1]). The sums' first `lanes` columns go to out_a / out_b (channel stride sc),
-// or without them the whole vectors to tmp (row a's CB vectors, then row b's).
+// weights[2t + 1]), the next only_b row b only (weights[2t + 1]). The sums' first `lanes` columns go to out_a
+// / out_b (channel stride sc), or without them the whole vectors to tmp (row a's CB vectors, then row b's).
 template <typename T, int CB>
 static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, const T* const* weights, i64 only_a,
                                   i64 both, i64 only_b, i64 k0, T* tmp, T* out_a, T* out_b, i64 sc, i64 lanes) {
@@ -285,13 +283,7 @@ static inline void aggregate_pair(const T* tile, i64 plane, const i64* offsets, 
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) b[c] += wb * vload(in + c * plane);
   }
-  if (out_a && lanes == Vec<T>::lanes) {
-#pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c) {
-      vstore(out_a + c * sc, a[c]);
-      vstore(out_b + c * sc, b[c]);
-    }
-  } else if (out_a) {
+  if (out_a) {
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) {
       store_lanes(out_a + c * sc, a[c], lanes);
@@ -414,20 +406,16 @@ static inline void forward_pair(const Call& call, const Task& task, const TileSh
                          call.os.w);
 }
 
-// Whether the forward takes output rows in pairs: wherever the geometry allows (s_h = d_h = 1). Measured on
-// RedNet-50's stages, 2 threads: 10-13% faster at 56 columns; at 28, 14 and 7 columns 10-15% slower while
-// the partial vectors went through tmp, and 4-25% faster since they are stored from registers.
-template <typename T>
-static inline bool pairs_pay(const Problem& p) {
-  return p.s_h == 1 && p.d_h == 1;
-}
+// Whether the forward (and the input gradient) can take rows in pairs: s_h = d_h = 1, at any width (on
+// RedNet-50's stages, 2 threads: 10-13% faster at 56 columns, 4-27% at 28, 14 and 7).
+static inline bool rows_in_pairs(const Problem& p) { return p.s_h == 1 && p.d_h == 1; }
 
-// Output rows [oh0, oh1) of a task: in pairs where pairs_pay, else one by one.
+// Output rows [oh0, oh1) of a task: in pairs where rows_in_pairs, else one by one.
 template <typename T, typename KernelRow>
 static inline void forward_rows(const Call& call, const Task& task, const TileShape& xs, const T* x_tile,
                                 const i64* columns, i64 oh0, i64 oh1, KernelRow kernel_row, T* tmp, T* out) {
   i64 oh = oh0;
-  if (pairs_pay<T>(call.p))
+  if (rows_in_pairs(call.p))
     for (; oh + 2 <= oh1; oh += 2) forward_pair(call, task, xs, x_tile, columns, oh, kernel_row, tmp, out);
   for (; oh < oh1; ++oh) forward_row(call, task, xs, x_tile, columns, oh, kernel_row, tmp, out);
 }
@@ -438,7 +426,7 @@ static inline void forward_rows(const Call& call, const Task& task, const TileSh
 template <typename T>
 static i64 packed_rows(const Problem& p, i64 rows) {
   const i64 fit = imax(1, (i64{256} << 10) / (i64(sizeof(T)) * p.k_h * p.k_w * p.out_w));
-  return imin(rows, pairs_pay<T>(p) ? round_up(fit, 2) : fit);
+  return imin(rows, rows_in_pairs(p) ? round_up(fit, 2) : fit);
 }
 
 // The forward's scratch: the input tile, tmp, and packed_rows() rows of kernel values (and a spare vector).
@@ -534,11 +522,11 @@ static void generate_taps(const T* weight, const T* bias, i64 reduced, const T* 
 
 // Output rows whose kernel values are generated at once: enough for kGenVectors * 3 vectors of columns (on
 // narrow maps, one row is too few to keep the generation's registers busy), in whole pairs of rows where
-// the aggregation takes rows in pairs (pairs_pay).
+// the aggregation takes rows in pairs (rows_in_pairs).
 template <typename T>
 static i64 generated_rows(const Problem& p, i64 rows) {
   const i64 least = div_ceil(3 * kGenVectors, div_ceil(p.out_w, Vec<T>::lanes));
-  return imax(1, imin(rows, pairs_pay<T>(p) ? round_up(least, 2) : least));
+  return imax(1, imin(rows, rows_in_pairs(p) ? round_up(least, 2) : least));
 }
 
 template <typename T>
@@ -624,8 +612,8 @@ static inline void grad_input_pair(const Call& call, const TileShape& gs, const 
       for (i64 j = 0; j < p.k_w; ++j) {
         const i64 shift = shifts[phase * p.k_w + j];
         if (shift < 0) continue;
-        const T* values = w_tile + (oh - oh_lo) * gs.pitch + shift;  // kernel row i's: + (i * k_w + j) * plane
         offsets[e] = (oh - oh_lo) * gs.pitch + shift;
+        const T* values = w_tile + offsets[e];  // kernel row i's values: + (i * k_w + j) * plane
         weights[2 * e] = kind != 2 ? values + (i2 * p.k_w + j) * gs.plane() : nullptr;
         weights[2 * e + 1] = kind != 0 ? values + ((i2 - 1) * p.k_w + j) * gs.plane() : nullptr;
         ++e;
@@ -672,7 +660,7 @@ static void grad_input_task(const Call& call, const Task& task, T* scratch) {
     }
   const T* weights[2 * (taps_total + p.k_w)];
   for (i64 ih = task.row0; ih < task.row1; ++ih) {
-    if (pairs_pay<T>(p) && ih + 1 < task.row1) {
+    if (rows_in_pairs(p) && ih + 1 < task.row1) {
       grad_input_pair(call, gs, g_tile, w_tile, oh_lo, shifts, ih, offsets, weights, tmp, out);
       ++ih;
       continue;
