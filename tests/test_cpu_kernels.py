@@ -30,7 +30,7 @@ ISAS = MODULE.isas() if MODULE is not None else []
 @pytest.mark.skipif(os.environ.get('CI') != 'true', reason='a developer checkout may run without the CPU kernels; '
                     'CI (CI=true) builds them with make demo')
 def test_ci_builds_the_cpu_kernels():
-    """In CI, the README's set-up (make demo) has compiled the kernels: their tests above are not skipped."""
+    """In CI, the README's set-up (make demo) has compiled the kernels: their tests here are not skipped."""
     assert MODULE is not None, cpu_backend.LOAD_ERROR
     assert select_backend(torch.zeros(1, 4, 3, 3)) == 'cpu'
 
@@ -233,7 +233,7 @@ def test_other_devices_are_refused():
 # kernels with regenerated kernels, against the fused layer's PyTorch reference.
 
 
-# the fused cases, and two with rows of 32 columns or more (rows in pairs, see WIDE_SHAPES)
+# the fused cases, and two with rows of several vectors (see WIDE_SHAPES)
 FUSED_CASES = fused_cases.CASES + [(1, 32, (9, 37), 7, 1, 1, 16, 'contiguous'),
                                    (2, 32, (8, 33), 3, 1, 1, 16, 'channels_last')]
 

@@ -245,7 +245,7 @@ def fast_path(x: torch.Tensor, r: torch.Tensor, backend: str) -> str:
         if not usable and backend == 'cpu':
             raise RuntimeError(f"fused_involution backend 'cpu' cannot run on this input: {why}; use "
                                "backend='auto' or backend='reference'")
-        if usable or backend == 'cpu':
+        if usable:
             return 'cpu'
     return 'triton' if _runs_triton(x, r, backend) else 'reference'
 
